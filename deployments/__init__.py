@@ -1,0 +1,1 @@
+"""Ray Serve deployments: the ingress (media + UI), the batched detector and its model backends."""

@@ -1,0 +1,100 @@
+"""The contract between the ingress, the detector replicas and any model backend.
+
+Preprocessing runs in the ingress (next to the decoded camera frame) so that only a
+model-sized tensor crosses the wire; inference runs batched in the detector replica.
+Boxes travel normalised to the original frame so that drawing never needs to know the
+model's input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One object found in a frame.
+
+    `box` is (x1, y1, x2, y2) as fractions of the original frame's width and height,
+    so the same detection can be drawn on any later frame of the same camera.
+    """
+
+    box: tuple[float, float, float, float]
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Detections:
+    """All objects found in one frame; a distinct type so a stream fn can return it
+    and the outgoing track knows to draw it on every new camera frame."""
+
+    items: tuple[Detection, ...] = ()
+
+    def above(self, threshold: float) -> "Detections":
+        return Detections(tuple(d for d in self.items if d.score >= threshold))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """A frame already shaped for the model, plus what is needed to map boxes back.
+
+    `scale` and `pad` describe a letterbox: model pixel = frame pixel * scale + pad.
+    """
+
+    tensor: np.ndarray
+    frame_size: tuple[int, int]  # (width, height) of the original frame
+    scale: tuple[float, float] = (1.0, 1.0)
+    pad: tuple[float, float] = (0.0, 0.0)
+    extras: dict = field(default_factory=dict)
+
+    def to_frame_box(
+        self, x1: float, y1: float, x2: float, y2: float
+    ) -> tuple[float, float, float, float]:
+        """Map a box in model pixels to fractions of the original frame, clipped to [0, 1]."""
+        sx, sy = self.scale
+        px, py = self.pad
+        w, h = self.frame_size
+        fx1 = (x1 - px) / sx / w
+        fy1 = (y1 - py) / sy / h
+        fx2 = (x2 - px) / sx / w
+        fy2 = (y2 - py) / sy / h
+        return (
+            float(min(max(fx1, 0.0), 1.0)),
+            float(min(max(fy1, 0.0), 1.0)),
+            float(min(max(fx2, 0.0), 1.0)),
+            float(min(max(fy2, 0.0), 1.0)),
+        )
+
+
+@runtime_checkable
+class Preprocessor(Protocol):
+    """Cheap and pure: runs in the ingress for every frame sent to the detector."""
+
+    def __call__(self, frame_bgr: np.ndarray) -> ModelInput: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded model inside a detector replica.
+
+    `infer` receives the whole batch the replica formed across sessions and must
+    return exactly one `Detections` per input, in order.
+    """
+
+    name: str
+
+    def infer(self, batch: Sequence[ModelInput]) -> list[Detections]: ...
+
+
+class ModelLoadError(RuntimeError):
+    """A model cannot be loaded: the message tells the user what to pass instead."""

@@ -1,0 +1,31 @@
+"""Which model a detector runs, as one typed value shared by the app arguments,
+the ingress (to preprocess) and the detector replicas (to load)."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelSpec(BaseModel):
+    """Everything needed to build a preprocessor and load a backend.
+
+    `kind` picks the backend: `haar` (embedded, offline default), `onnx`
+    (onnxruntime, YOLOX/FastestDet decoders), `caffe` (OpenCV DNN MobileNet-SSD) or
+    `callable` (`package.module:function`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["haar", "onnx", "caffe", "callable"] = "haar"
+    path: Optional[str] = Field(None, description="weights file (onnx, caffemodel, haar xml)")
+    url: Optional[str] = Field(None, description="download weights from here when `path` is unset")
+    sha256: Optional[str] = Field(None, description="expected sha256 of downloaded weights")
+    config: Optional[str] = Field(None, description="Caffe prototxt")
+    names: Optional[str] = Field(None, description="class names file, one per line")
+    decoder: Literal["auto", "yolox", "fastestdet"] = "auto"
+    input_size: Optional[int] = Field(None, gt=0, description="square model input side")
+    callable: Optional[str] = Field(None, description="import path `pkg.mod:fn`")
+    batched: bool = Field(False, description="the callable takes a list of frames")
+    num_gpus: float = Field(0.0, ge=0)
