@@ -1,0 +1,28 @@
+"""The `WebRTC` Gradio component: browser code plus its server side.
+
+Data path: browser -> offer (`protocol`, `server`) -> session (`session`) -> frame
+scheduler (`scheduler`) -> your fn -> annotate (`annotate`) -> outgoing track (`tracks`).
+"""
+
+from component.detections import Detection, Detections
+from component.ice import IceConfig, IceServer
+from component.protocol import ErrorCode, OfferAnswer, OfferError, OfferRequest
+from component.routes import mount_offer_routes, offer_router
+from component.server import StreamConfig, StreamServer
+from component.webrtc import WebRTC
+
+__all__ = [
+    "Detection",
+    "Detections",
+    "ErrorCode",
+    "IceConfig",
+    "IceServer",
+    "OfferAnswer",
+    "OfferError",
+    "OfferRequest",
+    "StreamConfig",
+    "StreamServer",
+    "WebRTC",
+    "mount_offer_routes",
+    "offer_router",
+]

@@ -1,0 +1,140 @@
+"""Feeding one session's frames to its stream fn.
+
+Rules (they are what keeps many sessions fast together):
+- the newest camera frame wins: frames that arrive while the fn is busy are skipped;
+- at most one frame of a session is inside the fn at a time;
+- no call starts sooner than `stream_every` seconds after the previous one started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Sequence, Union
+
+import numpy as np
+from av import VideoFrame
+
+from component.detections import Detections
+from component.tracks import Closed, Latest, image_frame
+
+log = logging.getLogger("rayrtc.scheduler")
+
+StreamResult = Union[Detections, np.ndarray, None]
+StreamFn = Callable[..., Union[StreamResult, Awaitable[StreamResult]]]
+
+# An error burst is logged once, then again only after this long without errors.
+ERROR_LOG_QUIET_S = 10.0
+
+
+@dataclass
+class StreamStats:
+    """Per-session counters, read by the stats endpoint and tests."""
+
+    calls: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    last_latency_s: float = 0.0
+    _last_error_logged: float = field(default=-1e9, repr=False)
+
+
+def _to_bgr(frame: VideoFrame) -> np.ndarray:
+    return frame.to_ndarray(format="bgr24")
+
+
+class FrameScheduler:
+    """Runs `fn(frame_bgr, *inputs)` for one session and publishes what it returns."""
+
+    def __init__(
+        self,
+        session_id: str,
+        fn: StreamFn,
+        stream_every: float,
+        frame_index: int,
+        camera: Latest[VideoFrame],
+        detections: Latest[Detections],
+        images: Latest[VideoFrame],
+        inputs: Callable[[], Sequence[Any]],
+        executor: Executor,
+    ) -> None:
+        self.session_id = session_id
+        self._fn = fn
+        self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)
+        )
+        self._stream_every = stream_every
+        self._frame_index = frame_index
+        self._camera = camera
+        self._detections = detections
+        self._images = images
+        self._inputs = inputs
+        self._executor = executor
+        self.stats = StreamStats()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        seen = 0
+        next_start = 0.0
+        try:
+            while True:
+                delay = next_start - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                seen, frame = await self._camera.newer_than(seen)
+                next_start = loop.time() + self._stream_every
+                await self._call(frame)
+        except Closed:
+            return
+
+    async def _call(self, frame: VideoFrame) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            image = await loop.run_in_executor(self._executor, _to_bgr, frame)
+            extras = tuple(self._inputs())
+            i = self._frame_index
+            args = (*extras[:i], image, *extras[i:])
+            if self._is_async:
+                result = await self._fn(*args)
+            else:
+                # A sync fn (e.g. a local model in a plain Gradio app) must not stall
+                # the loop that carries every session's media.
+                result = await loop.run_in_executor(None, lambda: self._fn(*args))
+            await self._publish(result, frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the session survives a failing frame
+            self._record_error(exc)
+        finally:
+            self.stats.calls += 1
+            self.stats.last_latency_s = time.perf_counter() - started
+
+    async def _publish(self, result: Any, frame: VideoFrame) -> None:
+        if result is None:
+            return
+        if isinstance(result, Detections):
+            self._detections.put(result)
+        elif isinstance(result, np.ndarray):
+            loop = asyncio.get_running_loop()
+            self._images.put(await loop.run_in_executor(self._executor, image_frame, result, frame))
+        else:
+            raise TypeError(
+                f"stream fn returned {type(result).__name__}; expected Detections, "
+                "a HxWx3 uint8 BGR image or None"
+            )
+
+    def _record_error(self, exc: Exception) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if now - self.stats._last_error_logged > ERROR_LOG_QUIET_S:
+            log.error(
+                "session %s: stream fn failed (%d errors so far): %s",
+                self.session_id, self.stats.errors, self.stats.last_error,
+                exc_info=exc if self.stats.errors == 1 else None,
+            )
+        self.stats._last_error_logged = now

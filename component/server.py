@@ -1,0 +1,141 @@
+"""The server side of a `WebRTC` stream: offers in, sessions tracked, capped and reaped.
+
+One `StreamServer` per stream (per `webrtc_stream` call) per process. It is plain
+instance state owned by the component, so two components or two apps in one process
+never share sessions by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from aiortc import RTCPeerConnection
+
+from component.ice import IceConfig, set_host_addresses, strip_mdns_candidates
+from component.protocol import ErrorCode, OfferAnswer, OfferError, parse_offer
+from component.scheduler import StreamFn
+from component.session import Session, SessionLimits
+
+log = logging.getLogger("rayrtc.server")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    fn: StreamFn
+    stream_every: float = 0.05
+    time_limit: Optional[float] = None
+    concurrency_limit: Optional[int] = None
+    connect_timeout: float = 15.0
+    # Where the frame goes among fn's arguments (the component's place in `inputs`).
+    frame_index: int = 0
+    # Pixel work (frame conversion, drawing) for all sessions runs on this many threads.
+    media_threads: int = 4
+
+
+class StreamServer:
+    def __init__(self, config: StreamConfig, ice: IceConfig, default_inputs: Sequence[Any] = ()) -> None:
+        if config.stream_every < 0:
+            raise ValueError("stream_every must be >= 0")
+        if config.time_limit is not None and config.time_limit <= 0:
+            raise ValueError("time_limit must be > 0 or None")
+        if config.concurrency_limit is not None and config.concurrency_limit < 1:
+            raise ValueError("concurrency_limit must be >= 1 or None")
+        self.config = config
+        self.ice = ice
+        self.default_inputs = tuple(default_inputs)
+        self._sessions: dict[str, Session] = {}
+        self._executor: Optional[ThreadPoolExecutor] = None
+        if ice.host_addresses:
+            set_host_addresses(ice.host_addresses)
+
+    # -- queries ------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def get(self, webrtc_id: str) -> Optional[Session]:
+        return self._sessions.get(webrtc_id)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "active": len(self._sessions),
+            "limit": self.config.concurrency_limit,
+            "sessions": [s.stats() for s in self._sessions.values()],
+        }
+
+    # -- offers -------------------------------------------------------------------
+    async def offer(self, body: bytes | str | dict) -> OfferAnswer:
+        """Validate an offer, admit it and answer it; raises `OfferError`.
+
+        A refused or failed offer leaves nothing behind: the peer connection is closed
+        and the id released before the error propagates.
+        """
+        req = parse_offer(body)
+        if req.webrtc_id in self._sessions:
+            raise OfferError(
+                ErrorCode.CONNECTION_ALREADY_EXISTS, f"session {req.webrtc_id!r} already exists"
+            )
+        limit = self.config.concurrency_limit
+        if limit is not None and len(self._sessions) >= limit:
+            raise OfferError(
+                ErrorCode.CONCURRENCY_LIMIT_REACHED,
+                f"this server holds its maximum of {limit} sessions",
+                limit=limit,
+            )
+        session = Session(
+            webrtc_id=req.webrtc_id,
+            pc=RTCPeerConnection(configuration=self.ice.rtc_configuration()),
+            fn=self.config.fn,
+            stream_every=self.config.stream_every,
+            frame_index=self.config.frame_index,
+            inputs=self.default_inputs,
+            limits=SessionLimits(self.config.time_limit, self.config.connect_timeout),
+            executor=self._media_executor(),
+            on_closed=self._forget,
+        )
+        # Registered before the first await so a concurrent duplicate id gets 409.
+        self._sessions[req.webrtc_id] = session
+        try:
+            sdp = await session.answer(strip_mdns_candidates(req.sdp))
+        except Exception as exc:
+            await session.close("invalid_offer")
+            raise OfferError(ErrorCode.INVALID_OFFER, f"offer rejected: {exc}") from None
+        log.info("session %s: answered (%d active)", req.webrtc_id, len(self._sessions))
+        return OfferAnswer(sdp=sdp, webrtc_id=req.webrtc_id)
+
+    def set_inputs(self, webrtc_id: str, values: Sequence[Any]) -> bool:
+        session = self._sessions.get(webrtc_id)
+        if session is None:
+            return False
+        session.set_inputs(values)
+        return True
+
+    async def close(self, webrtc_id: str, reason: str = "closed_by_server") -> bool:
+        session = self._sessions.get(webrtc_id)
+        if session is None:
+            return False
+        await session.close(reason)
+        return True
+
+    async def close_all(self, reason: str = "server_shutdown") -> None:
+        await asyncio.gather(
+            *(s.close(reason) for s in list(self._sessions.values())), return_exceptions=True
+        )
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    # -- internals ----------------------------------------------------------------
+    def _forget(self, session: Session) -> None:
+        if self._sessions.get(session.webrtc_id) is session:
+            del self._sessions[session.webrtc_id]
+
+    def _media_executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.config.media_threads, thread_name_prefix="rayrtc-media"
+            )
+        return self._executor

@@ -1,0 +1,220 @@
+"""One browser's peer connection and everything that lives and dies with it.
+
+A session owns its tasks, its timers and its data channel. `close(reason)` is the
+one way out, idempotent, and always frees everything; the reason travels to the
+browser on the data channel first so the page can say why the stream ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Optional, Sequence
+
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from av import VideoFrame
+
+from component.detections import Detections
+from component.scheduler import FrameScheduler, StreamFn
+from component.tracks import Latest, OutgoingTrack, pump_latest
+
+log = logging.getLogger("rayrtc.session")
+
+# How long an end message may take to leave before the connection is closed anyway.
+END_FLUSH_TIMEOUT_S = 0.5
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    time_limit: Optional[float]
+    connect_timeout: float
+    # ICE "disconnected" often recovers; give it this long before giving up.
+    disconnected_grace: float = 5.0
+
+
+class Session:
+    def __init__(
+        self,
+        webrtc_id: str,
+        pc: RTCPeerConnection,
+        fn: StreamFn,
+        stream_every: float,
+        frame_index: int,
+        inputs: Sequence[Any],
+        limits: SessionLimits,
+        executor: Executor,
+        on_closed: Callable[["Session"], None],
+    ) -> None:
+        self.webrtc_id = webrtc_id
+        self.pc = pc
+        self.limits = limits
+        self.created_at = time.monotonic()
+        self.connected_at: Optional[float] = None
+        self.end_reason: Optional[str] = None
+        self._inputs: tuple[Any, ...] = tuple(inputs)
+        self._on_closed = on_closed
+        self._channel: Optional[RTCDataChannel] = None
+        self._tasks: set[asyncio.Task] = set()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._closing: Optional[asyncio.Task] = None
+
+        self.camera: Latest[VideoFrame] = Latest()
+        self.detections: Latest[Detections] = Latest()
+        self.images: Latest[VideoFrame] = Latest()
+        self.outgoing = OutgoingTrack(self.camera, self.detections, self.images, executor)
+        self.scheduler = FrameScheduler(
+            webrtc_id, fn, stream_every, frame_index, self.camera, self.detections, self.images,
+            lambda: self._inputs, executor,
+        )
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_state)
+
+    # -- inputs -----------------------------------------------------------------
+    @property
+    def inputs(self) -> tuple[Any, ...]:
+        return self._inputs
+
+    def set_inputs(self, values: Sequence[Any]) -> None:
+        """Latest values of the stream's extra inputs (e.g. a threshold slider)."""
+        self._inputs = tuple(values)
+
+    # -- negotiation --------------------------------------------------------------
+    async def answer(self, offer_sdp: str) -> str:
+        """Apply the browser's offer and return our answer; raises on a bad SDP."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        video = [t for t in self.pc.getTransceivers() if t.kind == "video"]
+        if not video:
+            raise ValueError("offer has no video transceiver")
+        video[0].sender.replaceTrack(self.outgoing)
+        if video[0].direction == "recvonly":
+            pass  # a receive-only browser (mode="receive") still gets our track
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._call_later(self.limits.connect_timeout, self._connect_timeout)
+        return self.pc.localDescription.sdp
+
+    # -- events -------------------------------------------------------------------
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"{name}:{self.webrtc_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session %s: task %s failed", self.webrtc_id, task.get_name(),
+                      exc_info=task.exception())
+            self.close("internal_error")
+
+    def _call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        self._timers.append(asyncio.get_running_loop().call_later(delay, callback))
+
+    def _on_track(self, track) -> None:
+        if track.kind != "video":
+            return
+        self._spawn(pump_latest(track, self.camera), "pump")
+        self._spawn(self.scheduler.run(), "scheduler")
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        self._channel = channel
+        channel.on("message", self._on_message)
+
+    def _on_message(self, message: Any) -> None:
+        """Control from the browser on its own data channel. Unknown messages are ignored."""
+        if not isinstance(message, str) or len(message) > 4096:
+            return
+        try:
+            data = json.loads(message)
+        except ValueError:
+            return
+        kind = data.get("type") if isinstance(data, dict) else None
+        if kind == "ping":
+            self.send({"type": "pong", "t": data.get("t")})
+        elif kind == "stop":
+            self.close("client_stop")
+
+    def _on_state(self) -> None:
+        state = self.pc.connectionState
+        log.info("session %s: connection %s", self.webrtc_id, state)
+        if state == "connected" and self.connected_at is None:
+            self.connected_at = time.monotonic()
+            if self.limits.time_limit is not None:
+                self._call_later(self.limits.time_limit, lambda: self.close("time_limit"))
+        elif state == "disconnected":
+            self._call_later(self.limits.disconnected_grace, self._disconnected_timeout)
+        elif state in ("failed", "closed"):
+            self.close(f"connection_{state}")
+
+    def _connect_timeout(self) -> None:
+        if self.connected_at is None:
+            self.close("connect_timeout")
+
+    def _disconnected_timeout(self) -> None:
+        if self.pc.connectionState == "disconnected":
+            self.close("connection_lost")
+
+    # -- output ---------------------------------------------------------------------
+    def send(self, message: dict) -> bool:
+        channel = self._channel
+        if channel is None or channel.readyState != "open":
+            return False
+        channel.send(json.dumps(message))
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        s = self.scheduler.stats
+        return {
+            "webrtc_id": self.webrtc_id,
+            "state": self.pc.connectionState,
+            "age_s": round(time.monotonic() - self.created_at, 3),
+            "calls": s.calls,
+            "errors": s.errors,
+            "last_error": s.last_error,
+            "inputs": list(self._inputs),
+        }
+
+    # -- shutdown -------------------------------------------------------------------
+    def close(self, reason: str) -> asyncio.Task:
+        """End the session (idempotent); returns the task that finishes closing."""
+        if self._closing is None:
+            self.end_reason = reason
+            self._closing = asyncio.ensure_future(self._close(reason))
+        return self._closing
+
+    @property
+    def closed(self) -> bool:
+        return self._closing is not None and self._closing.done()
+
+    async def _close(self, reason: str) -> None:
+        log.info("session %s: closing (%s)", self.webrtc_id, reason)
+        for timer in self._timers:
+            timer.cancel()
+        try:
+            if self.send({"type": "end", "reason": reason}):
+                await self._flush_channel()
+        except Exception:  # the peer may already be gone; closing must go on
+            log.debug("session %s: end message not sent", self.webrtc_id, exc_info=True)
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.camera.close()
+        self.outgoing.stop()
+        try:
+            await self.pc.close()
+        finally:
+            self._on_closed(self)
+
+    async def _flush_channel(self) -> None:
+        channel = self._channel
+        deadline = time.monotonic() + END_FLUSH_TIMEOUT_S
+        while channel is not None and channel.bufferedAmount > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        # bufferedAmount reaches 0 when SCTP has taken the chunk; give it one tick to leave.
+        await asyncio.sleep(0.05)

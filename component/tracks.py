@@ -1,0 +1,143 @@
+"""Media in and out of one session, at the camera's pace.
+
+`LatestFrame` keeps only the newest decoded camera frame: a slow consumer skips
+frames instead of queueing them, so lag can never build up. `OutgoingTrack` sends
+one frame per new camera frame: the camera frame with the latest detections drawn on
+it, or, when the stream fn returns images, the newest image it returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from typing import Generic, Optional, TypeVar
+
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+from component.annotate import draw_detections
+from component.detections import Detections
+
+log = logging.getLogger("rayrtc.tracks")
+
+T = TypeVar("T")
+
+
+class Closed(Exception):
+    """The source behind a `Latest` has ended."""
+
+
+class Latest(Generic[T]):
+    """A single slot holding the newest value and a sequence number.
+
+    Writers never wait and never queue; readers wait for a value newer than the one
+    they last saw. That is the whole backpressure story for media.
+    """
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self._value: Optional[T] = None
+        self._changed = asyncio.Event()
+        self._closed = False
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    @property
+    def value(self) -> Optional[T]:
+        return self._value
+
+    def put(self, value: T) -> None:
+        self._seq += 1
+        self._value = value
+        self._wake()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    async def newer_than(self, seq: int) -> tuple[int, T]:
+        while self._seq <= seq:
+            if self._closed:
+                raise Closed()
+            await self._changed.wait()
+        assert self._value is not None
+        return self._seq, self._value
+
+
+async def pump_latest(track: MediaStreamTrack, slot: Latest[VideoFrame]) -> None:
+    """Read the browser's track as fast as it decodes, keeping only the newest frame."""
+    try:
+        while True:
+            slot.put(await track.recv())
+    except MediaStreamError:
+        pass
+    finally:
+        slot.close()
+
+
+def _annotate(frame: VideoFrame, detections: Optional[Detections]) -> VideoFrame:
+    if not detections:
+        return frame
+    image = frame.to_ndarray(format="bgr24")
+    draw_detections(image, detections)
+    out = VideoFrame.from_ndarray(image, format="bgr24")
+    out.pts, out.time_base = frame.pts, frame.time_base
+    return out
+
+
+def image_frame(image: np.ndarray, like: VideoFrame) -> VideoFrame:
+    """Wrap a fn's BGR image as a frame timed like the camera frame it came from."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise TypeError(f"stream fn must return a HxWx3 uint8 BGR image, got {image.dtype} {image.shape}")
+    out = VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+    out.pts, out.time_base = like.pts, like.time_base
+    return out
+
+
+class OutgoingTrack(MediaStreamTrack):
+    """The annotated video a session sends back.
+
+    Paced by the camera: `recv` waits for a camera frame newer than the last one it
+    sent. Drawing runs on `executor` so the media event loop never does pixel work.
+    """
+
+    kind = "video"
+
+    def __init__(
+        self,
+        camera: Latest[VideoFrame],
+        detections: Latest[Detections],
+        images: Latest[VideoFrame],
+        executor: Executor,
+    ) -> None:
+        super().__init__()
+        self._camera = camera
+        self._detections = detections
+        self._images = images
+        self._executor = executor
+        self._sent_camera = 0
+        self._sent_image = 0
+
+    async def recv(self) -> VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        try:
+            if self._images.seq > 0:
+                # The fn returns images: send each new one once.
+                self._sent_image, frame = await self._images.newer_than(self._sent_image)
+                return frame
+            self._sent_camera, frame = await self._camera.newer_than(self._sent_camera)
+        except Closed:
+            self.stop()
+            raise MediaStreamError from None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, _annotate, frame, self._detections.value)

@@ -1,0 +1,222 @@
+"""`WebRTC`: a Gradio 6 component that streams the user's camera to a Python fn and
+plays back what the server sends, with the reference `gradio_webrtc` API.
+
+It is a `gr.HTML` subclass (Gradio 6 custom HTML components need no Node build): the
+browser code lives in `static/webrtc.js`, the offer travels through a Gradio server
+function (so it works under any root path and in a plain `demo.launch()`), and the
+same `StreamServer` can also be mounted as FastRTC's `POST /webrtc/offer`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from importlib import resources
+from typing import Any, Literal, Optional, Sequence, Union
+
+import gradio as gr
+from gradio.components.base import server
+
+from component.ice import IceConfig, IceServer
+from component.protocol import ErrorCode, OfferError
+from component.scheduler import StreamFn
+from component.server import StreamConfig, StreamServer
+
+_JS = resources.files("component").joinpath("static/webrtc.js").read_text(encoding="utf-8")
+_CSS = resources.files("component").joinpath("static/webrtc.css").read_text(encoding="utf-8")
+
+_TEMPLATE = """
+<div class="rtc-root">
+  <div class="rtc-head">
+    <span class="rtc-label">${show_label && label ? label : ''}</span>
+    <span class="rtc-status" data-state="idle"></span>
+    <span class="rtc-countdown"></span>
+  </div>
+  <div class="rtc-stage" style="height: ${typeof height === 'number' ? height + 'px' : (height || 'auto')}; width: ${typeof width === 'number' ? width + 'px' : (width || '100%')};">
+    <video class="rtc-remote" autoplay playsinline muted></video>
+    <video class="rtc-local ${mirror_webcam ? 'rtc-mirror' : ''} ${mode === 'receive' ? 'rtc-hidden' : ''}" autoplay playsinline muted></video>
+  </div>
+  <div class="rtc-foot">
+    <button class="rtc-toggle" type="button">Start</button>
+    <span class="rtc-stats ${show_stats ? '' : 'rtc-hidden'}"></span>
+  </div>
+</div>
+"""
+
+# Parameters of the reference's video component that mean nothing for a live stream.
+_NO_EFFECT = ("show_share_button", "show_download_button", "min_length", "max_length", "streaming")
+
+
+def _ice_config(rtc_configuration: Union[IceConfig, dict, None]) -> IceConfig:
+    if rtc_configuration is None:
+        return IceConfig()
+    if isinstance(rtc_configuration, IceConfig):
+        return rtc_configuration
+    servers = rtc_configuration.get("iceServers", [])
+    return IceConfig(
+        servers=tuple(IceServer.model_validate(s) for s in servers),
+        transport_policy=rtc_configuration.get("iceTransportPolicy", "all"),
+    )
+
+
+class WebRTC(gr.HTML):
+    """Live camera in, processed video out. Its value is the session's `webrtc_id`."""
+
+    def __init__(
+        self,
+        value: Optional[str] = None,
+        height: Union[int, str, None] = None,
+        width: Union[int, str, None] = None,
+        label: Optional[str] = None,
+        every: Optional[float] = None,
+        inputs: Any = None,
+        show_label: Optional[bool] = None,
+        container: bool = True,
+        scale: Optional[int] = None,
+        min_width: int = 160,
+        interactive: Optional[bool] = None,
+        visible: bool = True,
+        elem_id: Optional[str] = None,
+        elem_classes: Union[list[str], str, None] = None,
+        render: bool = True,
+        key: Union[int, str, None] = None,
+        mirror_webcam: bool = True,
+        show_share_button: Optional[bool] = None,
+        show_download_button: Optional[bool] = None,
+        min_length: Optional[int] = None,
+        max_length: Optional[int] = None,
+        streaming: bool = True,
+        rtc_configuration: Union[IceConfig, dict, None] = None,
+        mode: Literal["send-receive", "receive", "send"] = "send-receive",
+        track_constraints: Optional[dict] = None,
+        show_stats: bool = True,
+    ) -> None:
+        """
+        Parameters:
+            rtc_configuration: ICE servers (STUN/TURN) and transport policy, as an
+                `IceConfig` or the browser's RTCConfiguration dict; used by both ends.
+            mode: "send-receive" (camera in, video out), "receive" (server-made video
+                only) or "send" (camera in, nothing back).
+            track_constraints: getUserMedia video constraints, e.g.
+                {"width": 1280, "height": 720, "frameRate": 30}.
+            mirror_webcam: mirror the local camera preview, as people expect.
+            show_stats: show the live fps / round-trip line under the video.
+            show_share_button, show_download_button, min_length, max_length, streaming:
+                accepted for compatibility with the reference video component; no effect
+                on a live stream.
+        """
+        if mode not in ("send-receive", "receive", "send"):
+            raise ValueError(f"mode must be 'send-receive', 'receive' or 'send', not {mode!r}")
+        if interactive is False:
+            warnings.warn("WebRTC(interactive=False) has no effect: a stream is always interactive")
+        self.ice = _ice_config(rtc_configuration)
+        self.mode = mode
+        self.mirror_webcam = mirror_webcam
+        self.height = height
+        self.width = width
+        self.track_constraints = track_constraints
+        self.show_stats = show_stats
+        self.stream_server: Optional[StreamServer] = None
+        super().__init__(
+            value=value,
+            label=label,
+            html_template=_TEMPLATE,
+            css_template=_CSS,
+            js_on_load=_JS,
+            apply_default_css=False,
+            every=every,
+            inputs=inputs,
+            show_label=True if show_label is None else show_label,
+            scale=scale,
+            min_width=min_width,
+            visible=visible,
+            elem_id=elem_id,
+            elem_classes=elem_classes,
+            render=render,
+            key=key,
+            container=container,
+            height=height,
+            width=width,
+            mirror_webcam=mirror_webcam,
+            mode=mode,
+            track_constraints=track_constraints,
+            show_stats=show_stats,
+            rtc_configuration=self.ice.browser_configuration(),
+            time_limit=None,
+        )
+
+    def webrtc_stream(
+        self,
+        fn: StreamFn,
+        inputs: Sequence[gr.components.Component],
+        stream_every: float = 0.05,
+        time_limit: Optional[float] = None,
+        concurrency_limit: Optional[int] = None,
+        connect_timeout: float = 15.0,
+    ) -> StreamServer:
+        """Run `fn` on this component's live frames.
+
+        `inputs` lists this component (its position is where `fn` receives the frame,
+        a BGR uint8 array) and any other components whose current values `fn` receives
+        for that session, e.g. a threshold slider. `fn` may be async (awaited on the
+        media loop: it must not block) or sync (run in a worker thread). It returns
+        `Detections` (drawn on every new camera frame, so output keeps the camera's
+        rate), a BGR image (sent as is), or None.
+
+        `stream_every` is the least time between two calls for one session;
+        `time_limit` ends each session that many seconds after it connects;
+        `concurrency_limit` caps sessions in this process (offers beyond it are
+        answered `concurrency_limit_reached`).
+        """
+        inputs = list(inputs)
+        if self not in inputs:
+            raise ValueError("webrtc_stream inputs must include the WebRTC component itself")
+        if self.stream_server is not None:
+            raise RuntimeError("webrtc_stream was already called on this component")
+        frame_index = inputs.index(self)
+        others = [c for c in inputs if c is not self]
+        self.stream_server = StreamServer(
+            StreamConfig(
+                fn=fn,
+                stream_every=stream_every,
+                time_limit=time_limit,
+                concurrency_limit=concurrency_limit,
+                connect_timeout=connect_timeout,
+                frame_index=frame_index,
+            ),
+            ice=self.ice,
+            default_inputs=[getattr(c, "value", None) for c in others],
+        )
+        self.props["time_limit"] = time_limit
+        stream_server = self.stream_server
+
+        async def set_inputs(*values: Any) -> None:
+            webrtc_id = values[frame_index]
+            if isinstance(webrtc_id, str) and webrtc_id:
+                stream_server.set_inputs(
+                    webrtc_id, [v for i, v in enumerate(values) if i != frame_index]
+                )
+
+        gr.on(
+            triggers=[c.change for c in inputs],
+            fn=set_inputs,
+            inputs=inputs,
+            outputs=None,
+            queue=False,
+            show_progress="hidden",
+            api_name="webrtc_set_inputs",
+        )
+        return self.stream_server
+
+    @server
+    async def offer(self, body: Any) -> dict:
+        """The browser's offer, through Gradio's component_server API."""
+        if self.stream_server is None:
+            return OfferError(ErrorCode.INVALID_OFFER, "this component has no webrtc_stream").body()
+        try:
+            answer = await self.stream_server.offer(body)
+        except OfferError as err:
+            return err.body()
+        return answer.model_dump()
+
+    def api_info(self) -> dict[str, Any]:
+        return {"type": "string", "title": "webrtc_id"}
