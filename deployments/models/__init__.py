@@ -26,11 +26,27 @@ __all__ = [
 
 
 def build_preprocessor(spec: ModelSpec) -> Preprocessor:
-    """The ingress-side half of a model: cheap, loads no weights."""
+    """The ingress-side half of a model: cheap, loads no weights.
+
+    An `onnx` spec with `decoder="auto"` or no `input_size` reads the graph's declared
+    shapes (not its weights) to learn the input size.
+    """
     if spec.kind == "haar":
         from deployments.models.haar import HaarPreprocessor
 
         return HaarPreprocessor()
+    if spec.kind == "onnx":
+        from deployments.models.onnx import preprocessor_for
+
+        return preprocessor_for(spec)
+    if spec.kind == "caffe":
+        from deployments.models.caffe import SsdPreprocessor
+
+        return SsdPreprocessor(spec.input_size or 300)
+    if spec.kind == "callable":
+        from deployments.models.user import CallablePreprocessor
+
+        return CallablePreprocessor()
     raise ModelLoadError(f"model kind {spec.kind!r} is not available in this build")
 
 
@@ -40,4 +56,16 @@ def load_backend(spec: ModelSpec) -> Backend:
         from deployments.models.haar import HaarBackend
 
         return HaarBackend(spec.path)
+    if spec.kind == "onnx":
+        from deployments.models.onnx import OnnxBackend
+
+        return OnnxBackend(spec)
+    if spec.kind == "caffe":
+        from deployments.models.caffe import CaffeSsdBackend
+
+        return CaffeSsdBackend(spec)
+    if spec.kind == "callable":
+        from deployments.models.user import CallableBackend
+
+        return CallableBackend(spec)
     raise ModelLoadError(f"model kind {spec.kind!r} is not available in this build")
