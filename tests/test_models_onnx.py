@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deployments.models import ModelSpec, build_preprocessor, load_backend
+from deployments.models import ModelLoadError, ModelSpec, build_preprocessor, load_backend
 from deployments.models.onnx import OnnxBackend, OnnxPreprocessor, make_batch_dynamic
 
 MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
@@ -201,3 +201,34 @@ def test_models_unrewritable_falls_back_frame_by_frame(tmp_path, caplog):
     out = backend.forward(x)
     assert out.shape == (4, ROWS, 85)
     assert np.allclose(out[2:3], backend.forward(x[2:3]))
+
+
+# --------------------------------------------------------------------------- load-time errors on toys
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    return tiny_yolox(tmp_path / "tiny.onnx", computed_shape=False)
+
+
+def test_models_onnx_input_size_mismatch(tiny):
+    with pytest.raises(ModelLoadError, match=f"set input_size={SIZE}"):
+        load_backend(ModelSpec(kind="onnx", path=str(tiny), input_size=64))
+    # an explicit decoder with no input_size means the decoder's default (416)
+    with pytest.raises(ModelLoadError, match=f"1x3x{SIZE}x{SIZE} input .* 1x3x416x416; set input_size={SIZE}"):
+        load_backend(ModelSpec(kind="onnx", path=str(tiny), decoder="yolox"))
+    assert load_backend(ModelSpec(kind="onnx", path=str(tiny), decoder="yolox", input_size=SIZE)).batched
+
+
+def test_models_onnx_wrong_decoder(tiny):
+    with pytest.raises(ModelLoadError, match=r"FastestDet output should be \(B, 5\+classes, H, W\)"):
+        load_backend(ModelSpec(kind="onnx", path=str(tiny), decoder="fastestdet", input_size=SIZE))
+
+
+def test_models_onnx_names_count_mismatch(tiny, tmp_path):
+    names = tmp_path / "voc.names"
+    names.write_text("cat\ndog\n")
+    with pytest.raises(ModelLoadError, match="80 classes but .*voc.names names 2"):
+        load_backend(ModelSpec(kind="onnx", path=str(tiny), names=str(names)))
+    with pytest.raises(ModelLoadError, match="class names file not found"):
+        load_backend(ModelSpec(kind="onnx", path=str(tiny), names=str(tmp_path / "none.names")))

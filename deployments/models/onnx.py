@@ -71,7 +71,13 @@ class GraphInfo:
     """What the graph declares, read without weights: decoder family and input size."""
 
     decoder: Optional[Decoder]
-    input_size: Optional[int]
+    input_dims: tuple[Optional[int], ...]  # declared (B, C, H, W); None where symbolic
+
+    @property
+    def input_size(self) -> Optional[int]:
+        """The side of a declared square input, else None."""
+        dims = self.input_dims
+        return dims[2] if len(dims) == 4 and dims[2] and dims[2] == dims[3] else None
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[Optional[int]]:
@@ -90,9 +96,7 @@ def _image_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
 def _graph_info(model: onnx.ModelProto) -> GraphInfo:
     out_rank = len(model.graph.output[0].type.tensor_type.shape.dim)
     decoder: Optional[Decoder] = {3: "yolox", 4: "fastestdet"}.get(out_rank)  # type: ignore[assignment]
-    in_dims = _dims(_image_input(model))
-    size = in_dims[2] if len(in_dims) == 4 and in_dims[2] and in_dims[2] == in_dims[3] else None
-    return GraphInfo(decoder, size)
+    return GraphInfo(decoder, tuple(_dims(_image_input(model))))
 
 
 def _read_model(path: Path, *, weights: bool) -> onnx.ModelProto:
@@ -207,11 +211,7 @@ class OnnxBackend:
             raise ModelLoadError(f"invalid ONNX model {path}: {e}") from e
         info = _graph_info(model)
         self.decoder, self.size = _choose(spec, info, path)
-        if info.input_size and info.input_size != self.size:
-            raise ModelLoadError(
-                f"{path} takes {info.input_size}x{info.input_size} input but the {self.decoder} "
-                f"preprocessor would make {self.size}x{self.size}; set input_size={info.input_size}"
-            )
+        _check_input(info.input_dims, self.size, self.decoder, path)
         self.conf_threshold = conf_threshold
         self.nms_iou = nms_iou
         self.name = f"onnx:{self.decoder}:{path.name}"
@@ -222,7 +222,10 @@ class OnnxBackend:
             log.warning("%s: batched forward unavailable (%s); running frame by frame", self.name, reason)
         self.provider = self._session.get_providers()[0]
         log.info("%s: provider %s (asked for %s)", self.name, self.provider, self._providers)
-        probe = self.forward(np.zeros((1, 3, self.size, self.size), np.uint8))
+        try:
+            probe = self.forward(np.zeros((1, 3, self.size, self.size), np.uint8))
+        except Exception as e:
+            raise ModelLoadError(f"{path} fails a {self.size}x{self.size} forward: {e}") from e
         self.num_classes = self._check_output(probe, path)
         self.names = _names(spec.names, self.num_classes)
         if self.decoder == "yolox":
@@ -346,6 +349,16 @@ class OnnxBackend:
         bw, bh = _sigmoid(cell[3]), _sigmoid(cell[4])
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1) * self.size
         return boxes, scores[ys, xs], classes[ys, xs]
+
+
+def _check_input(dims: tuple[Optional[int], ...], size: int, decoder: str, path: Path) -> None:
+    want = (3, size, size)
+    if len(dims) != 4 or any(d is not None and d != w for d, w in zip(dims[1:], want)):
+        hint = f"; set input_size={dims[2]}" if len(dims) == 4 and dims[2] and dims[2] == dims[3] else ""
+        shown = "x".join("?" if d is None else str(d) for d in dims)
+        raise ModelLoadError(
+            f"{path} takes a {shown} input but the {decoder} preprocessor makes 1x3x{size}x{size}{hint}"
+        )
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
