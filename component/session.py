@@ -87,12 +87,10 @@ class Session:
     async def answer(self, offer_sdp: str) -> str:
         """Apply the browser's offer and return our answer; raises on a bad SDP."""
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        video = [t for t in self.pc.getTransceivers() if t.kind == "video"]
-        if not video:
+        if not any(t.kind == "video" for t in self.pc.getTransceivers()):
             raise ValueError("offer has no video transceiver")
-        video[0].sender.replaceTrack(self.outgoing)
-        if video[0].direction == "recvonly":
-            pass  # a receive-only browser (mode="receive") still gets our track
+        # addTrack reuses the browser's video transceiver and makes it send our track.
+        self.pc.addTrack(self.outgoing)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._call_later(self.limits.connect_timeout, self._connect_timeout)
         return self.pc.localDescription.sdp

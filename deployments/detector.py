@@ -1,0 +1,53 @@
+"""The detector deployment: one `@serve.batch` queue per replica, fed by every session
+of every ingress replica, so frames from different browsers share one forward pass."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from ray import serve
+
+from deployments.models import Detections, ModelInput, ModelSpec, load_backend
+
+log = logging.getLogger("ray.serve")
+
+
+@serve.deployment(name="Detector")
+class Detector:
+    def __init__(self, spec: ModelSpec, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        # Loading fails here, at replica start, with the backend's own message.
+        self.backend = load_backend(spec)
+        self.detect.set_max_batch_size(max_batch_size)
+        self.detect.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._batch_sizes: Counter[int] = Counter()
+        self._frames = 0
+        self._busy_s = 0.0
+        log.info("detector ready: %s, max_batch_size=%d", self.backend.name, max_batch_size)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def detect(self, inputs: list[ModelInput]) -> list[Detections]:
+        started = time.perf_counter()
+        # The forward pass runs off the replica's event loop so batching keeps
+        # collecting the next frames meanwhile.
+        results = await asyncio.to_thread(self.backend.infer, inputs)
+        if len(results) != len(inputs):
+            raise RuntimeError(
+                f"{self.backend.name} returned {len(results)} results for {len(inputs)} frames"
+            )
+        self._busy_s += time.perf_counter() - started
+        self._batch_sizes[len(inputs)] += 1
+        self._frames += len(inputs)
+        return results
+
+    def stats(self) -> dict[str, Any]:
+        """Batch-size histogram and work done by this replica (tests, benchmarks)."""
+        return {
+            "model": self.backend.name,
+            "frames": self._frames,
+            "busy_s": round(self._busy_s, 4),
+            "batch_sizes": dict(self._batch_sizes),
+        }

@@ -1,0 +1,71 @@
+"""The ingress deployment: the page, the offer endpoint, and every session's peer
+connection. Frames go out to the detector deployment as model-sized inputs and come
+back as detections, which the session draws on its own outgoing track."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from component import Detections, WebRTC, mount_offer_routes
+from deployments.models import build_preprocessor
+from serve_app.args import AppArgs
+from serve_app.ui import build_ui
+
+log = logging.getLogger("ray.serve")
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress()
+class Ingress:
+    def __init__(self, args: AppArgs, detector: DeploymentHandle) -> None:
+        self.args = args
+        self.detector = detector
+        self.preprocess = build_preprocessor(args.model_spec())
+        self.webrtc: WebRTC | None = None
+
+    async def detect(self, frame: np.ndarray, threshold: float) -> Detections:
+        """The stream fn: preprocess here, infer in a batched detector replica."""
+        model_input = await asyncio.to_thread(self.preprocess, frame)
+        response = self.detector.detect.remote(model_input)
+        try:
+            detections = await asyncio.wait_for(response, self.args.detector_timeout_s)
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise TimeoutError(
+                f"detector did not answer within {self.args.detector_timeout_s} s"
+            ) from None
+        return detections.above(float(threshold))
+
+    def __serve_build_asgi_app__(self) -> Any:
+        # Gradio objects hold locks and threads: they are built here, in the replica.
+        args = self.args
+        demo, self.webrtc = build_ui(
+            self.detect,
+            title=args.title,
+            ice=args.ice(),
+            time_limit=args.time_limit,
+            stream_every=args.stream_every,
+            max_sessions=args.max_sessions,
+            connect_timeout=args.connect_timeout,
+            default_threshold=args.default_threshold,
+        )
+        server = self.webrtc.stream_server
+        assert server is not None
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI):
+            yield
+            await server.close_all("server_shutdown")
+
+        app = FastAPI(lifespan=lifespan)
+        mount_offer_routes(app, server)
+        return gr.mount_gradio_app(app, demo, path="/")

@@ -1,0 +1,35 @@
+"""`serve run serve_app:app [key=value ...]` builds the application from `AppArgs`;
+`default_app` is the same application bound with defaults, for `serve build`."""
+
+from __future__ import annotations
+
+from ray.serve import Application
+
+from deployments.detector import Detector
+from deployments.ingress import Ingress
+from serve_app.args import AppArgs
+
+__all__ = ["AppArgs", "app", "default_app"]
+
+
+def app(args: AppArgs) -> Application:
+    """Application builder: Serve validates `key=value` CLI args into `AppArgs`."""
+    detector = Detector.options(
+        autoscaling_config=args.detector_autoscaling(),
+        # A batch can never exceed the replica's ongoing requests: leave room for two.
+        max_ongoing_requests=max(2 * args.max_batch_size, int(args.detector_target_ongoing_requests) + 1),
+        ray_actor_options={
+            "num_cpus": args.detector_num_cpus,
+            "num_gpus": args.detector_num_gpus,
+            "resources": dict(args.detector_resources),
+        },
+    ).bind(args.model_spec(), args.max_batch_size, args.batch_wait_timeout_s)
+    return Ingress.options(
+        num_replicas=args.ingress_replicas,
+        # Each browser holds SSE/long-poll requests open: the default of 5 would hang page loads.
+        max_ongoing_requests=args.ingress_max_ongoing_requests,
+        ray_actor_options={"num_cpus": args.ingress_num_cpus},
+    ).bind(args, detector)
+
+
+default_app = app(AppArgs())

@@ -1,0 +1,158 @@
+"""The one typed configuration of the Serve app.
+
+`serve run serve_app:app key=value ...`, a Serve config YAML's `args:` block and the
+tests all build this same object, so a typo or an out-of-range value fails at start-up
+with the argument's name, never later inside a replica.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from component.ice import IceConfig, IceServer
+from deployments.models.spec import ModelSpec
+
+
+def _split_csv(value: Any) -> Any:
+    """CLI values arrive as strings: accept `a,b` and JSON lists for list fields."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class AppArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    # --- the page -------------------------------------------------------------
+    title: str = "Live object detection (WebRTC + Ray Serve)"
+    default_threshold: float = Field(0.3, ge=0.0, le=1.0)
+
+    # --- sessions -----------------------------------------------------------------
+    time_limit: Optional[float] = Field(
+        60.0, gt=0, description="seconds a session may stream after it connects; null for none"
+    )
+    stream_every: float = Field(
+        0.05, ge=0.0, le=10.0, description="least seconds between two detector calls of one session"
+    )
+    max_sessions: int = Field(
+        32, ge=1, le=10_000, description="sessions one ingress replica accepts before answering 503"
+    )
+    connect_timeout: float = Field(15.0, gt=0, le=300)
+
+    # --- ICE ------------------------------------------------------------------------
+    ice_servers: list[IceServer] = Field(
+        default_factory=list,
+        description="STUN/TURN servers for the browser and aiortc (JSON list of {urls, username, credential})",
+    )
+    ice_transport_policy: Literal["all", "relay"] = "all"
+    ice_host_addresses: list[str] = Field(
+        default_factory=list,
+        description="addresses aiortc gathers host candidates on (comma-separated); empty: all interfaces",
+    )
+
+    # --- ingress ----------------------------------------------------------------------
+    ingress_replicas: int = Field(1, ge=1, le=64)
+    ingress_num_cpus: float = Field(0.0, ge=0)
+    ingress_max_ongoing_requests: int = Field(1000, ge=10)
+
+    # --- detector ----------------------------------------------------------------------
+    detector_min_replicas: int = Field(1, ge=0, le=1000)
+    detector_max_replicas: int = Field(2, ge=1, le=1000)
+    detector_initial_replicas: Optional[int] = Field(None, ge=0, le=1000)
+    detector_target_ongoing_requests: float = Field(
+        4.0, gt=0, description="in-flight frames per detector replica the autoscaler aims for"
+    )
+    detector_upscale_delay_s: float = Field(3.0, ge=0)
+    detector_downscale_delay_s: float = Field(30.0, ge=0)
+    detector_num_cpus: float = Field(1.0, ge=0)
+    detector_num_gpus: float = Field(0.0, ge=0)
+    detector_resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources each detector replica needs"
+    )
+    detector_timeout_s: float = Field(
+        5.0, gt=0, description="a frame not back from the detector by then is dropped"
+    )
+    max_batch_size: int = Field(8, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=1.0)
+
+    # --- model -----------------------------------------------------------------------------
+    model: Literal["haar", "onnx", "caffe", "callable"] = "haar"
+    model_path: Optional[str] = None
+    model_url: Optional[str] = None
+    model_sha256: Optional[str] = None
+    model_config_path: Optional[str] = None
+    model_names: Optional[str] = None
+    model_decoder: Literal["auto", "yolox", "fastestdet"] = "auto"
+    model_input_size: Optional[int] = Field(None, gt=0)
+    model_callable: Optional[str] = None
+    model_batched: bool = False
+
+    @field_validator("time_limit", "detector_initial_replicas", mode="before")
+    @classmethod
+    def _none(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+            return None
+        return value
+
+    _split_lists = field_validator("ice_host_addresses", mode="before")(_split_csv)
+
+    @field_validator("ice_servers", "detector_resources", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else []
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AppArgs":
+        if self.detector_min_replicas > self.detector_max_replicas:
+            raise ValueError(
+                f"detector_min_replicas ({self.detector_min_replicas}) exceeds "
+                f"detector_max_replicas ({self.detector_max_replicas})"
+            )
+        initial = self.detector_initial_replicas
+        if initial is not None and not (self.detector_min_replicas <= initial <= self.detector_max_replicas):
+            raise ValueError("detector_initial_replicas must lie between the min and max replicas")
+        return self
+
+    def ice(self) -> IceConfig:
+        return IceConfig(
+            servers=tuple(self.ice_servers),
+            transport_policy=self.ice_transport_policy,
+            host_addresses=tuple(self.ice_host_addresses),
+        )
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(
+            kind=self.model,
+            path=self.model_path,
+            url=self.model_url,
+            sha256=self.model_sha256,
+            config=self.model_config_path,
+            names=self.model_names,
+            decoder=self.model_decoder,
+            input_size=self.model_input_size,
+            callable=self.model_callable,
+            batched=self.model_batched,
+            num_gpus=self.detector_num_gpus,
+        )
+
+    def detector_autoscaling(self) -> dict[str, Any]:
+        """Serve autoscaling config; with one frame in flight per session, the
+        target of ongoing requests is roughly the sessions one replica serves."""
+        config: dict[str, Any] = {
+            "min_replicas": self.detector_min_replicas,
+            "max_replicas": self.detector_max_replicas,
+            "target_ongoing_requests": self.detector_target_ongoing_requests,
+            "upscale_delay_s": self.detector_upscale_delay_s,
+            "downscale_delay_s": self.detector_downscale_delay_s,
+        }
+        if self.detector_initial_replicas is not None:
+            config["initial_replicas"] = self.detector_initial_replicas
+        return config
