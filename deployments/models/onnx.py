@@ -221,7 +221,8 @@ class OnnxBackend:
         if not self.batched:
             log.warning("%s: batched forward unavailable (%s); running frame by frame", self.name, reason)
         self.provider = self._session.get_providers()[0]
-        log.info("%s: provider %s (asked for %s)", self.name, self.provider, self._providers)
+        level = logging.WARNING if self.provider != self._providers[0] else logging.INFO
+        log.log(level, "%s: provider %s (asked for %s)", self.name, self.provider, self._providers)
         try:
             probe = self.forward(np.zeros((1, 3, self.size, self.size), np.uint8))
         except Exception as e:
@@ -249,7 +250,8 @@ class OnnxBackend:
             one = [session.run(None, {self._input_name: feed[i : i + 1]})[0] for i in range(2)]
             if both.shape[0] != 2:
                 raise RewriteError(f"batch-2 forward gave output batch {both.shape[0]}")
-            if not np.allclose(both, np.concatenate(one), rtol=1e-3, atol=1e-4):
+            # loose enough for GPU kernels that differ by batch size; mixing frames is O(1)
+            if not np.allclose(both, np.concatenate(one), rtol=1e-2, atol=1e-2):
                 raise RewriteError("batch-2 forward differs from two batch-1 forwards")
             self._session = session
             log.info("%s: batch-dynamic after rewriting %d Reshape(s)", self.name, changed)
