@@ -1,8 +1,8 @@
 """`serve run serve_app:app [key=value ...]` builds the application from `AppArgs`;
 `default_app` is the same application bound with defaults, for `serve build`."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Serve reads the builder's parameter
+# annotation at run time to validate `key=value` args into `AppArgs`.
 from ray.serve import Application
 
 from deployments.detector import Detector

@@ -1,0 +1,71 @@
+"""One Ray cluster and one Serve instance per test session, on loopback only.
+
+Two apps are deployed side by side: `main` at `/` (long time limit) and `short` at
+`/short` (a 3 s time limit, 2 sessions per replica), so time-limit and admission
+tests don't wait on or crowd the streaming tests.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+
+from component.ice import set_host_addresses
+from tests.helpers import LOOPBACK, free_port
+
+# Both ends of every test peer connection gather on loopback only.
+set_host_addresses([LOOPBACK])
+
+
+@dataclass(frozen=True)
+class ServedApp:
+    name: str
+    url: str
+    args: "object"
+
+
+@pytest.fixture(scope="session")
+def serve_instance():
+    import ray
+    from ray import serve
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        _node_ip_address=LOOPBACK,
+        log_to_driver=os.environ.get("RAYRTC_TEST_RAY_LOGS") == "1",
+    )
+    port = free_port()
+    serve.start(http_options={"host": LOOPBACK, "port": port})
+    yield f"http://{LOOPBACK}:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _deploy(base: str, name: str, prefix: str, **overrides) -> ServedApp:
+    from ray import serve
+
+    from serve_app import AppArgs, app
+
+    args = AppArgs(
+        ice_host_addresses=[LOOPBACK],
+        detector_num_cpus=0.5,
+        detector_max_replicas=1,
+        default_threshold=0.3,
+        **overrides,
+    )
+    serve.run(app(args), name=name, route_prefix=prefix)
+    return ServedApp(name=name, url=base + (prefix if prefix != "/" else ""), args=args)
+
+
+@pytest.fixture(scope="session")
+def main_app(serve_instance) -> ServedApp:
+    return _deploy(serve_instance, "main", "/", time_limit=120, max_sessions=8)
+
+
+@pytest.fixture(scope="session")
+def short_app(serve_instance) -> ServedApp:
+    return _deploy(serve_instance, "short", "/short", time_limit=3, max_sessions=2)
