@@ -110,8 +110,10 @@ def _read_model(path: Path, *, weights: bool) -> onnx.ModelProto:
 
 
 def _choose(spec: ModelSpec, info: Optional[GraphInfo], path: object) -> tuple[Decoder, int]:
-    """Decoder and input size, the same rule on both sides: the spec's values, else the
-    decoder's default size, else (decoder "auto") what the graph declares."""
+    """Decoder and input size, by one rule for the ingress and the replica: an explicit
+    decoder takes `input_size` or its default (no file read); "auto" takes the decoder
+    from the output rank (3: YOLOX, 4: FastestDet) and the size from `input_size`, the
+    graph's square input, or the default, in that order."""
     if spec.decoder != "auto":
         return spec.decoder, spec.input_size or DEFAULT_SIZE[spec.decoder]
     if info is None or info.decoder is None:
