@@ -33,7 +33,8 @@ def serve_instance():
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(
-        num_cpus=4,
+        # Logical CPUs: several small apps share this session's cluster.
+        num_cpus=8,
         include_dashboard=False,
         _node_ip_address=LOOPBACK,
         log_to_driver=os.environ.get("RAYRTC_TEST_RAY_LOGS") == "1",
@@ -45,7 +46,8 @@ def serve_instance():
     ray.shutdown()
 
 
-def _deploy(base: str, name: str, prefix: str, **overrides) -> ServedApp:
+def deploy_app(base: str, name: str, prefix: str, **overrides) -> ServedApp:
+    """Deploy one more app on the session's Serve instance (loopback ICE, small detector)."""
     from ray import serve
 
     from serve_app import AppArgs, app
@@ -63,9 +65,9 @@ def _deploy(base: str, name: str, prefix: str, **overrides) -> ServedApp:
 
 @pytest.fixture(scope="session")
 def main_app(serve_instance) -> ServedApp:
-    return _deploy(serve_instance, "main", "/", time_limit=120, max_sessions=8)
+    return deploy_app(serve_instance, "main", "/", time_limit=120, max_sessions=8)
 
 
 @pytest.fixture(scope="session")
 def short_app(serve_instance) -> ServedApp:
-    return _deploy(serve_instance, "short", "/short", time_limit=3, max_sessions=2)
+    return deploy_app(serve_instance, "short", "/short", time_limit=3, max_sessions=2)

@@ -1,0 +1,71 @@
+"""The detector deployment on real Ray Serve forms batches across concurrent callers
+and hands each caller its own result."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from ray import serve
+
+from deployments.models import ModelSpec, build_preprocessor
+from tests.conftest import deploy_app
+from tests.helpers import SHARED_MODELS, photo
+
+FASTESTDET = SHARED_MODELS / "fastestdet.onnx"
+pytestmark = pytest.mark.skipif(
+    not FASTESTDET.is_file(), reason=f"{FASTESTDET} absent (../shared/models holds the test weights)"
+)
+
+EXPECTED = {"astronaut": "person", "chelsea": "cat", "coffee": "cup"}
+
+
+@pytest.fixture(scope="module")
+def onnx_app(serve_instance):
+    return deploy_app(
+        serve_instance, "batching", "/batching",
+        model="onnx", model_path=str(FASTESTDET), max_batch_size=8, batch_wait_timeout_s=0.05,
+    )
+
+
+async def test_concurrent_requests_share_batches_and_get_their_own_results(onnx_app):
+    spec = onnx_app.args.model_spec()
+    preprocess = build_preprocessor(spec)
+    inputs = {name: preprocess(photo(name)) for name in EXPECTED}
+    handle = serve.get_deployment_handle("Detector", app_name=onnx_app.name)
+    before = await handle.stats.remote()
+
+    order = [name for _ in range(8) for name in EXPECTED]  # 24 calls, interleaved
+    results = await asyncio.gather(*(handle.detect.remote(inputs[name]) for name in order))
+
+    for name, found in zip(order, results):
+        top = max(found, key=lambda d: d.score)
+        assert top.label == EXPECTED[name], f"{name}: got {top}"
+    after = await handle.stats.remote()
+    new_batches = {
+        size: count - before["batch_sizes"].get(size, 0)
+        for size, count in after["batch_sizes"].items()
+        if count - before["batch_sizes"].get(size, 0) > 0
+    }
+    assert after["frames"] - before["frames"] == len(order)
+    assert max(new_batches) > 1, f"no batch formed: {new_batches}"
+    assert sum(size * n for size, n in new_batches.items()) == len(order)
+
+
+async def test_sessions_stream_through_the_onnx_detector(onnx_app):
+    """Three sessions at once, each with its own photo, each gets boxes drawn."""
+    from component.client import StreamClient
+    from tests.helpers import green_mask, wait_for
+
+    clients = [StreamClient(onnx_app.url, photo(name), fps=10) for name in EXPECTED]
+    try:
+        for c in clients:
+            await c.connect()
+        for c in clients:
+            await c.wait_connected()
+            await c.wait_frames(1)
+        for c in clients:
+            await wait_for(lambda c=c: green_mask(c.latest_image()).sum() > 200, 15,
+                           what="boxes drawn on a session's frames")
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
