@@ -16,6 +16,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from component import Detections, WebRTC, mount_offer_routes
+from component.ice import apply_process_settings
 from deployments.models import build_preprocessor
 from serve_app.args import AppArgs
 from serve_app.ui import build_ui
@@ -29,6 +30,9 @@ class Ingress:
     def __init__(self, args: AppArgs, detector: DeploymentHandle) -> None:
         self.args = args
         self.detector = detector
+        # Host addresses, UDP port range and advertised address hold for the whole
+        # replica process (aioice offers no per-connection option).
+        apply_process_settings(args.ice())
         self.preprocess = build_preprocessor(args.model_spec())
         self.webrtc: WebRTC | None = None
 

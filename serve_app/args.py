@@ -7,6 +7,7 @@ with the argument's name, never later inside a replica.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any, Literal, Optional
 
@@ -55,11 +56,26 @@ class AppArgs(BaseModel):
         default_factory=list,
         description="addresses aiortc gathers host candidates on (comma-separated); empty: all interfaces",
     )
+    ice_port_min: Optional[int] = Field(
+        None, ge=1, le=65535, description="lowest UDP port for media (with ice_port_max); null: kernel-chosen"
+    )
+    ice_port_max: Optional[int] = Field(None, ge=1, le=65535, description="highest UDP port for media")
+    ice_advertised_address: Optional[str] = Field(
+        None, description="public IP of a 1:1 NAT in front of the ingress nodes (same ports); null: none"
+    )
 
     # --- ingress ----------------------------------------------------------------------
     ingress_replicas: int = Field(1, ge=1, le=64)
     ingress_num_cpus: float = Field(0.0, ge=0)
     ingress_max_ongoing_requests: int = Field(1000, ge=10)
+    ingress_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources each ingress replica needs (pin it to nodes with the UDP ports open)",
+    )
+    ingress_router: Literal["consistent_hash", "power_of_two"] = Field(
+        "consistent_hash",
+        description="consistent_hash: HTTP requests with the same x-session-id header reach the same replica",
+    )
 
     # --- detector ----------------------------------------------------------------------
     detector_min_replicas: int = Field(1, ge=0, le=1000)
@@ -70,6 +86,9 @@ class AppArgs(BaseModel):
     )
     detector_upscale_delay_s: float = Field(3.0, ge=0)
     detector_downscale_delay_s: float = Field(30.0, ge=0)
+    detector_look_back_period_s: Optional[float] = Field(
+        None, gt=0, description="seconds of load the autoscaler averages; null: Serve's default (30)"
+    )
     detector_num_cpus: float = Field(1.0, ge=0)
     detector_num_gpus: float = Field(0.0, ge=0)
     detector_resources: dict[str, float] = Field(
@@ -109,6 +128,38 @@ class AppArgs(BaseModel):
             return json.loads(value) if value.strip() else []
         return value
 
+    @field_validator(
+        "ice_port_min", "ice_port_max", "ice_advertised_address", "detector_look_back_period_s", mode="before"
+    )
+    @classmethod
+    def _none_cluster(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+            return None
+        return value
+
+    @field_validator("ingress_resources", mode="before")
+    @classmethod
+    def _json_dict(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @model_validator(mode="after")
+    def _ice_valid(self) -> "AppArgs":
+        # Checked here, at start-up, with the argument's name, not later in a replica.
+        if (self.ice_port_min is None) != (self.ice_port_max is None):
+            raise ValueError("set both ice_port_min and ice_port_max, or neither")
+        if self.ice_port_min is not None and self.ice_port_min > self.ice_port_max:
+            raise ValueError(f"ice_port_min ({self.ice_port_min}) exceeds ice_port_max ({self.ice_port_max})")
+        for name in ("ice_advertised_address", "ice_host_addresses"):
+            value = getattr(self, name)
+            for address in [value] if isinstance(value, str) else (value or ()):
+                try:
+                    ipaddress.ip_address(address)
+                except ValueError:
+                    raise ValueError(f"{name} must hold IP addresses, not {address!r}") from None
+        return self
+
     @model_validator(mode="after")
     def _consistent(self) -> "AppArgs":
         if self.detector_min_replicas > self.detector_max_replicas:
@@ -126,6 +177,9 @@ class AppArgs(BaseModel):
             servers=tuple(self.ice_servers),
             transport_policy=self.ice_transport_policy,
             host_addresses=tuple(self.ice_host_addresses),
+            port_min=self.ice_port_min,
+            port_max=self.ice_port_max,
+            advertised_address=self.ice_advertised_address,
         )
 
     def model_spec(self) -> ModelSpec:
@@ -155,4 +209,6 @@ class AppArgs(BaseModel):
         }
         if self.detector_initial_replicas is not None:
             config["initial_replicas"] = self.detector_initial_replicas
+        if self.detector_look_back_period_s is not None:
+            config["look_back_period_s"] = self.detector_look_back_period_s
         return config
