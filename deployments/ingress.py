@@ -24,6 +24,33 @@ from serve_app.ui import build_ui
 log = logging.getLogger("ray.serve")
 
 
+class ReplicaHeader:
+    """ASGI middleware: every HTTP response names the replica that served it
+    (`x-rayrtc-replica`), so sticky routing across ingress replicas can be checked."""
+
+    def __init__(self, app: Any, replica: str) -> None:
+        self.app = app
+        self.header = (b"x-rayrtc-replica", replica.encode())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_marked(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_marked)
+
+
+def _replica_id() -> str | None:
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # not inside a Serve replica
+        return None
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress()
 class Ingress:
@@ -71,5 +98,8 @@ class Ingress:
             await server.close_all("server_shutdown")
 
         app = FastAPI(lifespan=lifespan)
+        replica = _replica_id()
+        if replica is not None:
+            app.add_middleware(ReplicaHeader, replica=replica)
         mount_offer_routes(app, server)
         return gr.mount_gradio_app(app, demo, path="/")

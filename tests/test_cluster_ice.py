@@ -1,0 +1,217 @@
+"""Media networking knobs for firewalls and NAT: a pinned UDP port range and an
+advertised 1:1 NAT address, in aioice directly and through a served app. Loopback only:
+an advertised address that is not local is removed from the answer before the test
+client sees it, so no packet is ever sent to it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import random
+import socket
+
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from component.ice import (
+    IceConfig,
+    apply_process_settings,
+    bind_udp_in_range,
+    current_process_settings,
+    restore_process_settings,
+)
+from tests.cluster_support import StickyClient, app_args
+from tests.helpers import LOOPBACK, photo, wait_for
+
+DOC_ADDRESS = "203.0.113.7"  # TEST-NET-3: never routed, never contacted here
+
+
+def candidates(sdp: str) -> list[dict]:
+    """`a=candidate` lines as {host, port, type, raddr, rport}."""
+    found = []
+    for line in sdp.splitlines():
+        if not line.startswith("a=candidate:"):
+            continue
+        parts = line.split()
+        item = {"host": parts[4], "port": int(parts[5]), "type": parts[7]}
+        if "raddr" in parts:
+            item["raddr"] = parts[parts.index("raddr") + 1]
+            item["rport"] = int(parts[parts.index("rport") + 1])
+        found.append(item)
+    return found
+
+
+def drop_candidates(sdp: str, keep) -> str:
+    lines = sdp.splitlines()
+    kept = [
+        line for line in lines
+        if not line.startswith("a=candidate:") or keep(candidates(line + "\n")[0])
+    ]
+    return "\r\n".join(kept) + "\r\n"
+
+
+def free_port_block(size: int) -> int:
+    """A base port with `size` consecutive UDP ports free on loopback right now."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - size)
+        socks = []
+        try:
+            for port in range(base, base + size):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind((LOOPBACK, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free UDP port block")
+
+
+@contextlib.contextmanager
+def process_ice(ice: IceConfig):
+    previous = apply_process_settings(ice)
+    try:
+        yield
+    finally:
+        restore_process_settings(previous)
+
+
+async def connected_pair(offer_ice: IceConfig, answer_ice: IceConfig, answer_filter=None):
+    """Two aiortc peers in this process; returns (offerer, answerer, answer sdp)."""
+    a = RTCPeerConnection(offer_ice.rtc_configuration())
+    b = RTCPeerConnection(answer_ice.rtc_configuration())
+    a.createDataChannel("control")
+    await a.setLocalDescription(await a.createOffer())
+    await b.setRemoteDescription(a.localDescription)
+    await b.setLocalDescription(await b.createAnswer())
+    answer = b.localDescription.sdp
+    shown = answer_filter(answer) if answer_filter else answer
+    await a.setRemoteDescription(RTCSessionDescription(sdp=shown, type="answer"))
+    return a, b, answer
+
+
+# --- the seam itself ------------------------------------------------------------------
+def test_bind_in_range_skips_ports_in_use_and_reports_exhaustion():
+    base = free_port_block(3)
+    taken = []
+    try:
+        for port in (base, base + 2):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((LOOPBACK, port))
+            taken.append(s)
+        for _ in range(5):  # whatever the random start, only the free port is chosen
+            sock = bind_udp_in_range(LOOPBACK, base, base + 2)
+            assert sock.getsockname() == (LOOPBACK, base + 1)
+            sock.close()
+        sock = bind_udp_in_range(LOOPBACK, base, base + 2)
+        try:
+            with pytest.raises(OSError) as info:
+                bind_udp_in_range(LOOPBACK, base, base + 2)
+            assert info.value.errno == errno.EADDRINUSE
+        finally:
+            sock.close()
+    finally:
+        for s in taken:
+            s.close()
+
+
+def test_ice_config_validates_range_and_address():
+    with pytest.raises(ValueError, match="both"):
+        IceConfig(port_min=40000)
+    with pytest.raises(ValueError, match="exceeds"):
+        IceConfig(port_min=40010, port_max=40000)
+    with pytest.raises(ValueError, match="IP address"):
+        IceConfig(advertised_address="example.com")
+    assert IceConfig(port_min=1, port_max=1).port_range == (1, 1)
+
+
+async def test_process_settings_pin_ports_and_add_advertised_candidates():
+    base = free_port_block(8)
+    ice = IceConfig(host_addresses=(LOOPBACK,), port_min=base, port_max=base + 7, advertised_address=DOC_ADDRESS)
+    before = current_process_settings()
+    with process_ice(ice):
+        peers = []
+        try:
+            for _ in range(3):
+                a, b, answer = await connected_pair(
+                    IceConfig(), IceConfig(), lambda sdp: drop_candidates(sdp, lambda c: c["host"] != DOC_ADDRESS)
+                )
+                peers += [a, b]
+                found = candidates(answer)
+                hosts = [c for c in found if c["type"] == "host"]
+                srflx = [c for c in found if c["type"] == "srflx"]
+                assert hosts and all(c["host"] == LOOPBACK and base <= c["port"] <= base + 7 for c in hosts), found
+                # One advertised twin per host candidate: same port, related to the host.
+                assert sorted((c["port"], c["raddr"], c["rport"]) for c in srflx) == sorted(
+                    (c["port"], c["host"], c["port"]) for c in hosts
+                ), found
+                assert all(c["host"] == DOC_ADDRESS for c in srflx)
+            await wait_for(lambda: all(p.connectionState == "connected" for p in peers), 10, what="all pairs connected")
+            # Six sockets (three pairs) in an eight-port range: all distinct ports.
+            ports = {c["port"] for p in peers for c in candidates(p.localDescription.sdp) if c["type"] == "host"}
+            assert len(ports) == 6
+        finally:
+            await asyncio.gather(*(p.close() for p in peers))
+    assert current_process_settings() == before
+
+
+async def test_a_peer_that_only_sees_the_advertised_address_connects():
+    """The 1:1 NAT case, folded onto loopback: the advertised address is the host's own,
+    and the peer is given the advertised (srflx) candidates only."""
+    base = free_port_block(4)
+    ice = IceConfig(host_addresses=(LOOPBACK,), port_min=base, port_max=base + 3, advertised_address=LOOPBACK)
+    with process_ice(ice):
+        a, b, answer = await connected_pair(
+            IceConfig(), IceConfig(), lambda sdp: drop_candidates(sdp, lambda c: c["type"] == "srflx")
+        )
+        try:
+            assert any(c["type"] == "srflx" for c in candidates(answer))
+            await wait_for(lambda: a.connectionState == "connected" and b.connectionState == "connected",
+                           10, what="connection through the advertised candidate")
+        finally:
+            await a.close()
+            await b.close()
+
+
+# --- through Serve ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ports_app(serve_instance):
+    from ray import serve
+
+    from serve_app import AppArgs, app
+
+    base = free_port_block(16)
+    args = AppArgs(**app_args(
+        ice_port_min=base, ice_port_max=base + 15, ice_advertised_address=DOC_ADDRESS,
+        time_limit=60, max_sessions=4,
+    ))
+    serve.run(app(args), name="ports", route_prefix="/ports")
+    yield serve_instance + "/ports", args
+    serve.delete("ports")
+
+
+async def test_served_answers_offer_only_the_configured_ports_and_addresses(ports_app):
+    url, args = ports_app
+    image = photo("astronaut")[:256, 128:384].copy()
+    clients = [StickyClient(url, image, fps=5) for _ in range(3)]
+    for client in clients:
+        client.answer_filter = lambda sdp: drop_candidates(sdp, lambda c: c["host"] != DOC_ADDRESS)
+    try:
+        for client in clients:
+            data = await client.connect()
+            found = candidates(data["sdp"])
+            assert found, "the answer carries no candidate"
+            for c in found:
+                assert args.ice_port_min <= c["port"] <= args.ice_port_max, c
+                assert (c["type"], c["host"]) in (("host", LOOPBACK), ("srflx", DOC_ADDRESS)), c
+            assert {c["type"] for c in found} == {"host", "srflx"}
+        # The documentation address was dropped before aiortc saw the answer.
+        for client in clients:
+            assert DOC_ADDRESS not in client.pc.remoteDescription.sdp
+            await client.wait_connected()
+            await client.wait_frames(3)
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
