@@ -132,7 +132,10 @@ class Session:
             return
         kind = data.get("type") if isinstance(data, dict) else None
         if kind == "ping":
-            self.send({"type": "pong", "t": data.get("t")})
+            pong = {"type": "pong", "t": data.get("t")}
+            if self.detections.value is not None:  # for the page's stats line
+                pong["detections"] = len(self.detections.value)
+            self.send(pong)
         elif kind == "stop":
             self.close("client_stop")
 

@@ -24,19 +24,19 @@ from component.server import StreamConfig, StreamServer
 _JS = resources.files("component").joinpath("static/webrtc.js").read_text(encoding="utf-8")
 _CSS = resources.files("component").joinpath("static/webrtc.css").read_text(encoding="utf-8")
 
+# Keep this structure stable: Gradio re-renders it on every prop change and diffs it
+# against the live DOM by position (see webrtc.js). The label is Gradio's own block
+# label (`label`, `show_label`), drawn by the HTML block around this template.
 _TEMPLATE = """
 <div class="rtc-root">
-  <div class="rtc-head">
-    <span class="rtc-label">${show_label && label ? label : ''}</span>
-    <span class="rtc-status" data-state="idle"></span>
-    <span class="rtc-countdown"></span>
+  <div class="rtc-stage" style="${height ? 'height: ' + (typeof height === 'number' ? height + 'px' : height) : 'aspect-ratio: 4 / 3'}; ${width ? 'width: ' + (typeof width === 'number' ? width + 'px' : width) : 'width: 100%'};">
+    <video class="rtc-remote ${mode === 'send' ? 'rtc-hidden' : ''}" autoplay playsinline muted></video>
+    <video class="rtc-local ${mirror_webcam ? 'rtc-mirror' : ''} ${mode === 'receive' ? 'rtc-hidden' : ''} ${mode === 'send' ? 'rtc-local-only' : ''}" autoplay playsinline muted></video>
   </div>
-  <div class="rtc-stage" style="height: ${typeof height === 'number' ? height + 'px' : (height || 'auto')}; width: ${typeof width === 'number' ? width + 'px' : (width || '100%')};">
-    <video class="rtc-remote" autoplay playsinline muted></video>
-    <video class="rtc-local ${mirror_webcam ? 'rtc-mirror' : ''} ${mode === 'receive' ? 'rtc-hidden' : ''}" autoplay playsinline muted></video>
-  </div>
-  <div class="rtc-foot">
+  <div class="rtc-bar">
     <button class="rtc-toggle" type="button">Start</button>
+    <span class="rtc-status" data-state="idle" role="status" aria-live="polite"></span>
+    <span class="rtc-countdown"></span>
     <span class="rtc-stats ${show_stats ? '' : 'rtc-hidden'}"></span>
   </div>
 </div>
@@ -59,7 +59,16 @@ def _ice_config(rtc_configuration: Union[IceConfig, dict, None]) -> IceConfig:
 
 
 class WebRTC(gr.HTML):
-    """Live camera in, processed video out. Its value is the session's `webrtc_id`."""
+    """Live camera in, processed video out. Its value is the session's `webrtc_id`.
+
+    Events: every `gr.HTML` event, among them `change` (a new session started: the
+    value is its id) and `tick`, which the page fires once a second while a session
+    is connected (as the reference component did), e.g.
+    `webrtc.tick(poll_fn, inputs=[webrtc], outputs=[...])`.
+    """
+
+    # gr.HTML already lists "tick" among its events; named here because the page fires it.
+    EVENTS = list(gr.HTML.EVENTS) + [e for e in ("tick",) if e not in {str(x) for x in gr.HTML.EVENTS}]
 
     def __init__(
         self,
@@ -92,17 +101,31 @@ class WebRTC(gr.HTML):
     ) -> None:
         """
         Parameters:
+            value: the session id (`webrtc_id`); set by the page when a session starts.
+                Leave it None.
+            height, width: size of the video area, in px (int) or any CSS length (str).
+            label: the block's label; show_label: whether to show it (default True).
+            every, inputs: passed to Gradio (they re-run a callable `value`); a stream
+                has no use for them.
+            container, scale, min_width, visible, elem_id, elem_classes, render, key:
+                as for every Gradio component (layout, CSS hooks, re-render identity).
+            interactive: accepted; a stream is always interactive (False warns).
+            mirror_webcam: mirror the local camera preview, as people expect of a
+                selfie view. The processed video from the server is never mirrored (its
+                labels would read backwards).
+            show_share_button, show_download_button, min_length, max_length, streaming:
+                accepted for compatibility with the reference video component; no effect
+                on a live stream.
             rtc_configuration: ICE servers (STUN/TURN) and transport policy, as an
                 `IceConfig` or the browser's RTCConfiguration dict; used by both ends.
+                An `IceConfig` may also pin the server's host addresses, UDP port range
+                and advertised address.
             mode: "send-receive" (camera in, video out), "receive" (server-made video
                 only) or "send" (camera in, nothing back).
             track_constraints: getUserMedia video constraints, e.g.
                 {"width": 1280, "height": 720, "frameRate": 30}.
-            mirror_webcam: mirror the local camera preview, as people expect.
-            show_stats: show the live fps / round-trip line under the video.
-            show_share_button, show_download_button, min_length, max_length, streaming:
-                accepted for compatibility with the reference video component; no effect
-                on a live stream.
+            show_stats: show the live line under the video (received fps, round trip on
+                the data channel, detections in the latest result).
         """
         if mode not in ("send-receive", "receive", "send"):
             raise ValueError(f"mode must be 'send-receive', 'receive' or 'send', not {mode!r}")
@@ -141,7 +164,9 @@ class WebRTC(gr.HTML):
             track_constraints=track_constraints,
             show_stats=show_stats,
             rtc_configuration=self.ice.browser_configuration(),
+            # Set by webrtc_stream: the page shows a countdown and gives up connecting.
             time_limit=None,
+            connect_timeout=None,
         )
 
     def webrtc_stream(
@@ -187,6 +212,7 @@ class WebRTC(gr.HTML):
             default_inputs=[getattr(c, "value", None) for c in others],
         )
         self.props["time_limit"] = time_limit
+        self.props["connect_timeout"] = connect_timeout
         stream_server = self.stream_server
 
         async def set_inputs(*values: Any) -> None:

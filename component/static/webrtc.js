@@ -1,50 +1,93 @@
 // Browser side of the WebRTC component. Runs once per component instance (Gradio's
 // js_on_load): `element`, `props`, `trigger`, `server` and `watch` come from Gradio.
-// All connection state lives in this closure; the DOM may be re-rendered by Gradio at
-// any time, so nodes are always looked up again and listeners are delegated.
+//
+// All connection state lives in this closure. Gradio re-renders the template whenever
+// a prop changes (from Python, or when this code sets props.value) and the re-render
+// wipes text and attributes the template does not produce, so the visible state is
+// kept in `ui` and painted again after every change (`paint`), listeners are
+// delegated on `element`, and streams are re-attached to the <video> nodes.
 const find = (cls) => element.querySelector(cls);
-// Gradio turns any quoted word in this file that is not an attribute into an event
-// name on the Python object, so the media kind is spelled without quotes.
+// Gradio turns any quoted word in this file that matches an attribute lookup on the
+// Python object into an event name, so the media kind is spelled without quotes.
 const VIDEO_KIND = ['vid', 'eo'].join('');
+
+// Every way a start can fail or a session can end, in words a user can act on.
+// Keys: offer failure codes (protocol.ErrorCode), end reasons sent by the server on
+// the data channel (session.close), and the page's own failures.
 const MESSAGES = {
+  // offer refused by the server
   concurrency_limit_reached: 'Server busy: every session slot is taken. Try again in a moment.',
   invalid_offer: 'The server could not accept this browser\u2019s connection offer.',
   offer_too_large: 'The connection offer was too large for the server.',
   connection_already_exists: 'This stream is already connected.',
+  rate_limited: 'Too many connection attempts: wait a few seconds and press Start again.',
+  unauthorized: 'Not authorised to stream: sign in again.',
+  unknown_session: 'The server does not know this session any more: press Start again.',
+  offer_failed: 'Could not reach the server to start the stream.',
+  // session ended by the server
   time_limit: 'Session ended: time limit reached.',
-  connect_timeout: 'Could not connect to the server in time (ICE).',
-  connection_failed: 'Connection failed (ICE): the media path to the server is blocked.',
+  connect_timeout: 'Could not connect to the server in time: the media path (UDP) is blocked. A TURN server may be needed.',
+  connection_failed: 'Connection failed: the media path to the server broke.',
+  connection_closed: 'Session ended: the connection was closed.',
   connection_lost: 'Connection lost.',
+  client_gone: 'Session ended: the server stopped receiving video from this browser.',
   server_shutdown: 'Session ended: the server is restarting.',
-  permission_denied: 'Camera permission denied: allow the camera and press Start again.',
-  no_camera: 'No camera found.',
+  closed_by_server: 'Session ended by the server.',
+  internal_error: 'Session ended: the server hit an internal error.',
+  // the page's own failures
+  ice_failed: 'Connection failed (ICE): no network path to the server. A TURN server may be needed.',
   ice_gathering_timeout: 'Network setup took too long.',
+  permission_denied: 'Camera permission denied: allow the camera for this site and press Start again.',
+  no_camera: 'No camera found.',
+  camera_busy: 'The camera is in use by another application.',
+  insecure_context: 'The camera needs a secure page: open this app over https (or on localhost).',
+  unsupported: 'This browser does not support WebRTC.',
+  error: 'Could not start the stream:',
 };
-let pc = null, channel = null, localStream = null, remoteStream = null;
-let startedAt = null, countdownTimer = null, statsTimer = null, pingTimer = null;
-let lastFrames = null, lastStatsAt = null, rttMs = null, detections = null;
-let state = 'idle';
+// Reasons that are a normal end rather than an error.
+const ENDED = new Set(['time_limit', 'server_shutdown', 'closed_by_server', 'connection_closed', 'client_gone']);
 
-function setState(next, detail) {
-  state = next;
-  const box = find('.rtc-status');
-  if (box) {
-    box.dataset.state = next;
-    box.textContent = detail || next;
+let pc = null, channel = null, localStream = null, remoteStream = null;
+let connectedAt = null, connectTimer = null, uiTimer = null, statsTimer = null, pingTimer = null, tickTimer = null;
+let lastFrames = null, lastStatsAt = null, rttMs = null, detections = null, fps = null;
+let generation = 0;
+// What the page shows; painted onto the (re-renderable) DOM by `paint`.
+const ui = { state: 'idle', reason: '', text: 'Press Start to stream your camera', countdown: '', stats: '' };
+
+function paint() {
+  const status = find('.rtc-status');
+  if (status) {
+    if (status.dataset.state !== ui.state) status.dataset.state = ui.state;
+    if (status.dataset.reason !== ui.reason) status.dataset.reason = ui.reason;
+    if (status.textContent !== ui.text) status.textContent = ui.text;
   }
   const button = find('.rtc-toggle');
   if (button) {
-    const live = next === 'connecting' || next === 'connected';
-    button.textContent = live ? 'Stop' : 'Start';
+    const live = ui.state === 'starting' || ui.state === 'connecting' || ui.state === 'connected';
+    const label = live ? 'Stop' : 'Start';
+    if (button.textContent !== label) button.textContent = label;
     button.dataset.live = live ? '1' : '0';
   }
-}
-
-function attachStreams() {
+  const countdown = find('.rtc-countdown');
+  if (countdown && countdown.textContent !== ui.countdown) countdown.textContent = ui.countdown;
+  const stats = find('.rtc-stats');
+  if (stats) {
+    if (stats.textContent !== ui.stats) stats.textContent = ui.stats;
+    if (fps !== null) stats.dataset.fps = fps.toFixed(1);
+    if (rttMs !== null) stats.dataset.rtt = rttMs.toFixed(0);
+    if (detections !== null) stats.dataset.detections = String(detections);
+  }
   const remote = find('.rtc-remote');
   if (remote && remoteStream && remote.srcObject !== remoteStream) remote.srcObject = remoteStream;
   const local = find('.rtc-local');
   if (local && localStream && local.srcObject !== localStream) local.srcObject = localStream;
+}
+
+function setState(state, reason, text) {
+  ui.state = state;
+  ui.reason = reason || '';
+  ui.text = text;
+  paint();
 }
 
 function newId() {
@@ -68,126 +111,203 @@ function stripMdns(sdp) {
   return sdp.split('\r\n').filter((l) => !(l.startsWith('a=candidate:') && / [^ ]+\.local /.test(l))).join('\r\n');
 }
 
-function stop(reason) {
-  clearInterval(countdownTimer); clearInterval(statsTimer); clearInterval(pingTimer);
-  countdownTimer = statsTimer = pingTimer = null;
+function clearTimers() {
+  for (const t of [connectTimer, uiTimer, statsTimer, pingTimer, tickTimer]) { clearTimeout(t); clearInterval(t); }
+  connectTimer = uiTimer = statsTimer = pingTimer = tickTimer = null;
+}
+
+// End the stream. No reason: the user pressed Stop. A reason: why it ended.
+function stop(reason, detail) {
+  generation += 1;
+  clearTimers();
   if (channel && channel.readyState === 'open' && !reason) {
     try { channel.send(JSON.stringify({ type: 'stop' })); } catch (e) { /* closing anyway */ }
   }
   if (pc) pc.close();
-  pc = null; channel = null;
+  pc = null; channel = null; connectedAt = null;
   if (localStream) localStream.getTracks().forEach((t) => t.stop());
   localStream = null;
-  const countdown = find('.rtc-countdown');
-  if (countdown) countdown.textContent = '';
-  if (reason) setState(reason === 'time_limit' ? 'ended' : 'error', MESSAGES[reason] || ('Session ended: ' + reason));
-  else setState('idle', 'Stopped');
+  ui.countdown = '';
+  if (!reason) { setState('idle', '', 'Stopped'); return; }
+  const text = (MESSAGES[reason] || ('Session ended: ' + reason)) + (detail ? ' ' + detail : '');
+  setState(ENDED.has(reason) ? 'ended' : 'error', reason, text);
 }
 
 function onControl(ev) {
   let msg;
   try { msg = JSON.parse(ev.data); } catch (e) { return; }
-  if (msg.type === 'end') stop(msg.reason || 'ended');
-  else if (msg.type === 'pong' && typeof msg.t === 'number') rttMs = performance.now() - msg.t;
-  else if (msg.type === 'stats' && typeof msg.detections === 'number') detections = msg.detections;
+  if (!msg || typeof msg !== 'object') return;
+  if (msg.type === 'end') stop(msg.reason || 'closed_by_server');
+  else if (msg.type === 'pong') {
+    if (typeof msg.t === 'number') rttMs = performance.now() - msg.t;
+    if (typeof msg.detections === 'number') detections = msg.detections;
+  } else if (msg.type === 'stats' && typeof msg.detections === 'number') detections = msg.detections;
 }
 
-function startCountdown() {
+function updateCountdown() {
   const limit = Number(props.time_limit);
-  startedAt = performance.now();
-  if (!limit) return;
-  countdownTimer = setInterval(() => {
-    const left = Math.max(0, limit - (performance.now() - startedAt) / 1000);
-    const node = find('.rtc-countdown');
-    if (node) node.textContent = left.toFixed(0) + ' s left';
-  }, 250);
+  if (!limit || connectedAt === null) { ui.countdown = ''; return; }
+  const left = Math.max(0, limit - (performance.now() - connectedAt) / 1000);
+  ui.countdown = Math.ceil(left) + ' s left';
 }
 
-function startStats() {
-  if (props.show_stats === false) return;
+function statsText() {
+  const parts = [];
+  if (fps !== null) parts.push(fps.toFixed(0) + ' fps');
+  if (rttMs !== null) parts.push(rttMs.toFixed(0) + ' ms rtt');
+  if (detections !== null) parts.push(detections + (detections === 1 ? ' detection' : ' detections'));
+  return parts.join(' \u00b7 ');
+}
+
+async function sampleStats(conn) {
+  const report = await conn.getStats();
+  report.forEach((s) => {
+    if (s.type !== 'inbound-rtp' || s.kind !== VIDEO_KIND) return;
+    const now = performance.now();
+    if (lastFrames !== null && now > lastStatsAt) fps = (s.framesDecoded - lastFrames) / ((now - lastStatsAt) / 1000);
+    lastFrames = s.framesDecoded; lastStatsAt = now;
+  });
+}
+
+function preferResolution(conn) {
+  // A detector needs pixels more than frames: under congestion drop frames, keep size.
+  for (const sender of conn.getSenders()) {
+    if (!sender.track || sender.track.kind !== VIDEO_KIND) continue;
+    const params = sender.getParameters();
+    if (params.degradationPreference === 'maintain-resolution') continue;
+    params.degradationPreference = 'maintain-resolution';
+    sender.setParameters(params).catch((e) => console.warn('webrtc: degradationPreference not applied', e));
+  }
+}
+
+function onConnected(conn) {
+  clearTimeout(connectTimer);
+  connectTimer = null;
+  connectedAt = performance.now();
+  lastFrames = null; fps = null; rttMs = null; detections = null;
+  setState('connected', '', 'Connected');
+  preferResolution(conn);
+  // The reference component's `tick` event: once a second while streaming.
+  tickTimer = setInterval(() => trigger('tick'), 1000);
+  uiTimer = setInterval(() => { updateCountdown(); paint(); }, 250);
+  updateCountdown();
   pingTimer = setInterval(() => {
-    if (channel && channel.readyState === 'open') channel.send(JSON.stringify({ type: 'ping', t: performance.now() }));
+    if (props.show_stats === false || !channel || channel.readyState !== 'open') return;
+    try { channel.send(JSON.stringify({ type: 'ping', t: performance.now() })); } catch (e) { /* closing */ }
   }, 1000);
   statsTimer = setInterval(async () => {
-    if (!pc) return;
-    const report = await pc.getStats();
-    report.forEach((s) => {
-      if (s.type !== 'inbound-rtp' || s.kind !== VIDEO_KIND) return;
-      const now = performance.now();
-      let fps = 0;
-      if (lastFrames !== null) fps = (s.framesDecoded - lastFrames) / ((now - lastStatsAt) / 1000);
-      lastFrames = s.framesDecoded; lastStatsAt = now;
-      const node = find('.rtc-stats');
-      if (node) {
-        node.dataset.fps = fps.toFixed(1);
-        node.textContent = fps.toFixed(1) + ' fps' + (rttMs === null ? '' : ' \u00b7 ' + rttMs.toFixed(0) + ' ms rtt') +
-          (detections === null ? '' : ' \u00b7 ' + detections + ' detections');
-      }
-    });
+    if (conn !== pc || props.show_stats === false) return;
+    try { await sampleStats(conn); } catch (e) { return; }
+    ui.stats = statsText();
+    paint();
   }, 1000);
+  paint();
+}
+
+async function openCamera() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    throw { code: window.isSecureContext === false ? 'insecure_context' : 'unsupported' };
+  }
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: props.track_constraints || true, audio: false });
+    for (const track of stream.getVideoTracks()) {
+      // Hint "detail" also makes the encoder keep resolution over frame rate.
+      if ('contentHint' in track) track.contentHint = 'detail';
+    }
+    return stream;
+  } catch (e) {
+    const name = e && e.name;
+    if (name === 'NotAllowedError' || name === 'SecurityError') throw { code: 'permission_denied' };
+    if (name === 'NotReadableError' || name === 'AbortError') throw { code: 'camera_busy' };
+    throw { code: 'no_camera', detail: name === 'OverconstrainedError' ? '(no camera matches the requested constraints)' : '' };
+  }
 }
 
 async function start() {
+  const mine = ++generation;
   const mode = props.mode || 'send-receive';
-  setState('connecting', 'Starting camera\u2026');
+  const stale = () => mine !== generation;
   try {
+    if (typeof RTCPeerConnection === 'undefined') throw { code: 'unsupported' };
     if (mode !== 'receive') {
-      try {
-        localStream = await navigator.mediaDevices.getUserMedia({ video: props.track_constraints || true, audio: false });
-      } catch (e) {
-        stop(e && e.name === 'NotAllowedError' ? 'permission_denied' : 'no_camera');
-        return;
-      }
+      setState('starting', '', 'Starting camera\u2026');
+      const stream = await openCamera();
+      if (stale()) { stream.getTracks().forEach((t) => t.stop()); return; }
+      localStream = stream;
     }
-    pc = new RTCPeerConnection(props.rtc_configuration || { iceServers: [] });
-    const conn = pc;
+    const conn = new RTCPeerConnection(props.rtc_configuration || { iceServers: [] });
+    pc = conn;
     remoteStream = new MediaStream();
     if (localStream) {
       for (const track of localStream.getTracks()) {
-        const sender = conn.addTrack(track, localStream);
-        const params = sender.getParameters();
-        params.degradationPreference = 'maintain-resolution';
-        sender.setParameters(params).catch(() => {});
+        conn.addTransceiver(track, {
+          direction: mode === 'send' ? 'sendonly' : 'sendrecv',
+          streams: [localStream],
+        });
       }
-      if (mode === 'send') conn.getTransceivers().forEach((t) => { t.direction = 'sendonly'; });
     } else {
       conn.addTransceiver(VIDEO_KIND, { direction: 'recvonly' });
     }
-    conn.addEventListener('track', (ev) => { remoteStream.addTrack(ev.track); attachStreams(); });
+    conn.addEventListener('track', (ev) => { if (conn === pc) { remoteStream.addTrack(ev.track); paint(); } });
     channel = conn.createDataChannel('control');
     channel.addEventListener('message', onControl);
     conn.addEventListener('connectionstatechange', () => {
       if (conn !== pc) return;
-      if (conn.connectionState === 'connected') { setState('connected', 'Connected'); startCountdown(); startStats(); }
-      else if (conn.connectionState === 'failed') stop('connection_failed');
+      const s = conn.connectionState;
+      if (s === 'connected') {
+        if (connectedAt === null) onConnected(conn);
+        else setState('connected', '', 'Connected');
+      } else if (s === 'disconnected') setState('connecting', 'disconnected', 'Connection unstable, reconnecting\u2026');
+      else if (s === 'failed') stop(connectedAt === null ? 'ice_failed' : 'connection_failed');
     });
-    attachStreams();
-    setState('connecting', 'Connecting\u2026');
+    setState('connecting', '', 'Connecting\u2026');
+    paint();
     await conn.setLocalDescription(await conn.createOffer());
-    if (!(await waitForIce(conn, 5000)) && !conn.localDescription.sdp.includes('a=candidate')) {
-      stop('ice_gathering_timeout');
-      return;
-    }
+    if (!(await waitForIce(conn, 5000)) && !conn.localDescription.sdp.includes('a=candidate')) throw { code: 'ice_gathering_timeout' };
+    if (stale()) return;
     const webrtcId = newId();
-    const answer = await server.offer({ sdp: stripMdns(conn.localDescription.sdp), type: 'offer', webrtc_id: webrtcId });
-    if (conn !== pc) return;
-    if (!answer || answer.status === 'failed') {
-      const code = answer && answer.meta ? answer.meta.error : 'invalid_offer';
-      stop(code);
-      return;
+    let answer;
+    try {
+      answer = await server.offer({ sdp: stripMdns(conn.localDescription.sdp), type: 'offer', webrtc_id: webrtcId });
+    } catch (e) {
+      console.error('webrtc: offer request failed', e);
+      throw { code: 'offer_failed' };
+    }
+    if (stale()) return;
+    if (!answer || answer.status === 'failed' || typeof answer.sdp !== 'string') {
+      const meta = (answer && answer.meta) || {};
+      const code = meta.error || 'invalid_offer';
+      let detail = '';
+      if (code === 'concurrency_limit_reached' && meta.limit) detail = '(limit: ' + meta.limit + ' sessions)';
+      if (code === 'rate_limited' && meta.retry_after_s) detail = '(retry in ' + Math.ceil(meta.retry_after_s) + ' s)';
+      throw { code, detail };
     }
     await conn.setRemoteDescription({ sdp: answer.sdp, type: 'answer' });
+    if (stale()) return;
+    // The session's id is the component's value: events that take this component as
+    // an input (e.g. the stream's extra inputs) reach the right session with it.
     props.value = webrtcId;
+    // Setting props.value re-renders the template: paint the state back right after.
+    setTimeout(paint, 0);
+    // ICE that never completes (e.g. UDP blocked) ends here rather than hanging.
+    const limitS = Number(props.connect_timeout) || 15;
+    connectTimer = setTimeout(() => { if (conn === pc && connectedAt === null) stop('connect_timeout'); }, limitS * 1000);
   } catch (e) {
-    console.error('webrtc start failed', e);
-    stop('error: ' + (e && e.message ? e.message : e));
+    if (stale()) return;
+    if (e && e.code) { stop(e.code, e.detail); return; }
+    console.error('webrtc: start failed', e);
+    stop('error', e && e.message ? e.message : String(e));
   }
 }
 
 element.addEventListener('click', (ev) => {
   const button = ev.target.closest('.rtc-toggle');
   if (!button) return;
-  if (state === 'connecting' || state === 'connected') stop(); else start();
+  if (ui.state === 'starting' || ui.state === 'connecting' || ui.state === 'connected') stop(); else start();
 });
-watch(['value', 'mirror_webcam', 'height', 'width'], attachStreams);
-setState('idle', 'Press Start to stream your camera');
+// After a re-render caused by Python (gr.update), restore what the template wiped.
+watch(['value', 'label', 'visible', 'height', 'width', 'mirror_webcam', 'mode', 'show_stats', 'time_limit',
+  'track_constraints', 'rtc_configuration', 'connect_timeout'], paint);
+// A tab that goes away ends its session at once instead of leaving it to time out.
+window.addEventListener('pagehide', () => { if (pc) stop(); });
+paint();
