@@ -43,6 +43,13 @@ class StickyClient(StreamClient):
     # not be contacted from a test).
     answer_filter: Optional[Callable[[str], str]] = None
 
+    ended_at: Optional[float] = None
+
+    def _on_message(self, message: Any) -> None:
+        super()._on_message(message)
+        if self.ended.is_set() and self.ended_at is None:
+            self.ended_at = time.monotonic()
+
     @property
     def headers(self) -> dict[str, str]:
         return {SESSION_HEADER: self.webrtc_id}
