@@ -67,8 +67,8 @@ class WebRTC(gr.HTML):
     `webrtc.tick(poll_fn, inputs=[webrtc], outputs=[...])`.
     """
 
-    # gr.HTML already lists "tick" among its events; named here because the page fires it.
-    EVENTS = list(gr.HTML.EVENTS) + [e for e in ("tick",) if e not in {str(x) for x in gr.HTML.EVENTS}]
+    # EVENTS are gr.HTML's (every Gradio event, "tick" among them). Not redefined here:
+    # a class that defines EVENTS makes Gradio write a 2,000-line .pyi beside it.
 
     def __init__(
         self,
@@ -232,6 +232,34 @@ class WebRTC(gr.HTML):
             api_name="webrtc_set_inputs",
         )
         return self.stream_server
+
+    def stream(  # type: ignore[override]
+        self,
+        fn: StreamFn,
+        inputs: Sequence[gr.components.Component],
+        outputs: Optional[Sequence[gr.components.Component]] = None,
+        js: Optional[str] = None,
+        concurrency_limit: Union[int, None, Literal["default"]] = "default",
+        concurrency_id: Optional[str] = None,
+        time_limit: Optional[float] = None,
+        trigger: Any = None,
+        stream_every: float = 0.05,
+    ) -> StreamServer:
+        """The reference's `image.stream(fn=..., inputs=[image, ...], outputs=[image],
+        time_limit=...)`, so its demos run unchanged: the same as `webrtc_stream`.
+
+        `outputs` may only name this component (the processed video always comes back
+        on it); `js`, `concurrency_id` and `trigger` are accepted and ignored.
+        """
+        if outputs is not None and any(o is not self for o in outputs):
+            raise ValueError("WebRTC.stream outputs can only be the WebRTC component itself")
+        return self.webrtc_stream(
+            fn,
+            inputs,
+            stream_every=stream_every,
+            time_limit=time_limit,
+            concurrency_limit=None if concurrency_limit == "default" else concurrency_limit,
+        )
 
     @server
     async def offer(self, body: Any) -> dict:

@@ -60,7 +60,16 @@ def _ice_config(rtc_configuration: Union[IceConfig, dict, None]) -> IceConfig:
 from gradio.events import Dependency
 
 class WebRTC(gr.HTML):
-    """Live camera in, processed video out. Its value is the session's `webrtc_id`."""
+    """Live camera in, processed video out. Its value is the session's `webrtc_id`.
+
+    Events: every `gr.HTML` event, among them `change` (a new session started: the
+    value is its id) and `tick`, which the page fires once a second while a session
+    is connected (as the reference component did), e.g.
+    `webrtc.tick(poll_fn, inputs=[webrtc], outputs=[...])`.
+    """
+
+    # EVENTS are gr.HTML's (every Gradio event, "tick" among them). Not redefined here:
+    # a class that defines EVENTS makes Gradio write a 2,000-line .pyi beside it.
 
     def __init__(
         self,
@@ -93,17 +102,31 @@ class WebRTC(gr.HTML):
     ) -> None:
         """
         Parameters:
+            value: the session id (`webrtc_id`); set by the page when a session starts.
+                Leave it None.
+            height, width: size of the video area, in px (int) or any CSS length (str).
+            label: the block's label; show_label: whether to show it (default True).
+            every, inputs: passed to Gradio (they re-run a callable `value`); a stream
+                has no use for them.
+            container, scale, min_width, visible, elem_id, elem_classes, render, key:
+                as for every Gradio component (layout, CSS hooks, re-render identity).
+            interactive: accepted; a stream is always interactive (False warns).
+            mirror_webcam: mirror the local camera preview, as people expect of a
+                selfie view. The processed video from the server is never mirrored (its
+                labels would read backwards).
+            show_share_button, show_download_button, min_length, max_length, streaming:
+                accepted for compatibility with the reference video component; no effect
+                on a live stream.
             rtc_configuration: ICE servers (STUN/TURN) and transport policy, as an
                 `IceConfig` or the browser's RTCConfiguration dict; used by both ends.
+                An `IceConfig` may also pin the server's host addresses, UDP port range
+                and advertised address.
             mode: "send-receive" (camera in, video out), "receive" (server-made video
                 only) or "send" (camera in, nothing back).
             track_constraints: getUserMedia video constraints, e.g.
                 {"width": 1280, "height": 720, "frameRate": 30}.
-            mirror_webcam: mirror the local camera preview, as people expect.
-            show_stats: show the live fps / round-trip line under the video.
-            show_share_button, show_download_button, min_length, max_length, streaming:
-                accepted for compatibility with the reference video component; no effect
-                on a live stream.
+            show_stats: show the live line under the video (received fps, round trip on
+                the data channel, detections in the latest result).
         """
         if mode not in ("send-receive", "receive", "send"):
             raise ValueError(f"mode must be 'send-receive', 'receive' or 'send', not {mode!r}")
@@ -142,7 +165,9 @@ class WebRTC(gr.HTML):
             track_constraints=track_constraints,
             show_stats=show_stats,
             rtc_configuration=self.ice.browser_configuration(),
+            # Set by webrtc_stream: the page shows a countdown and gives up connecting.
             time_limit=None,
+            connect_timeout=None,
         )
 
     def webrtc_stream(
@@ -188,6 +213,7 @@ class WebRTC(gr.HTML):
             default_inputs=[getattr(c, "value", None) for c in others],
         )
         self.props["time_limit"] = time_limit
+        self.props["connect_timeout"] = connect_timeout
         stream_server = self.stream_server
 
         async def set_inputs(*values: Any) -> None:
@@ -207,6 +233,34 @@ class WebRTC(gr.HTML):
             api_name="webrtc_set_inputs",
         )
         return self.stream_server
+
+    def stream(  # type: ignore[override]
+        self,
+        fn: StreamFn,
+        inputs: Sequence[gr.components.Component],
+        outputs: Optional[Sequence[gr.components.Component]] = None,
+        js: Optional[str] = None,
+        concurrency_limit: Union[int, None, Literal["default"]] = "default",
+        concurrency_id: Optional[str] = None,
+        time_limit: Optional[float] = None,
+        trigger: Any = None,
+        stream_every: float = 0.05,
+    ) -> StreamServer:
+        """The reference's `image.stream(fn=..., inputs=[image, ...], outputs=[image],
+        time_limit=...)`, so its demos run unchanged: the same as `webrtc_stream`.
+
+        `outputs` may only name this component (the processed video always comes back
+        on it); `js`, `concurrency_id` and `trigger` are accepted and ignored.
+        """
+        if outputs is not None and any(o is not self for o in outputs):
+            raise ValueError("WebRTC.stream outputs can only be the WebRTC component itself")
+        return self.webrtc_stream(
+            fn,
+            inputs,
+            stream_every=stream_every,
+            time_limit=time_limit,
+            concurrency_limit=None if concurrency_limit == "default" else concurrency_limit,
+        )
 
     @server
     async def offer(self, body: Any) -> dict:

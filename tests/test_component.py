@@ -172,3 +172,19 @@ def test_every_error_code_has_a_message_in_the_page():
         assert re.search(rf"^\s*{code.value}:", messages, re.M), f"no page message for {code.value}"
     for reason in ("time_limit", "connect_timeout", "permission_denied", "ice_failed", "server_shutdown"):
         assert re.search(rf"^\s*{reason}:", messages, re.M), reason
+
+
+def test_reference_stream_signature_runs_the_stream():
+    with gr.Blocks():
+        image = WebRTC(label="Stream")
+        threshold = gr.Slider(0, 1, value=0.3)
+        other = gr.Number()
+        with pytest.raises(ValueError, match="outputs"):
+            image.stream(fn=lambda f, t: None, inputs=[image, threshold], outputs=[other])
+        server = image.stream(
+            fn=lambda f, t: None, inputs=[image, threshold], outputs=[image], time_limit=10,
+            concurrency_limit="default",
+        )
+    assert image.stream_server is server
+    assert server.config.time_limit == 10 and server.config.concurrency_limit is None
+    assert image.props["time_limit"] == 10

@@ -1,0 +1,190 @@
+"""The component in a plain Gradio app (no Ray): `demo.launch()` in this process, a
+local sync fn, and the offer going exactly where the page sends it, Gradio's own
+`POST /gradio_api/component_server` (plain Gradio has no `/webrtc/offer` route).
+
+The peers here are aiortc clients on loopback; tests/test_browser.py drives the same
+demo from Chromium.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import httpx
+import numpy as np
+import pytest
+from aiortc import RTCSessionDescription
+
+from component import Detection, Detections, WebRTC
+from component.client import OfferRejected, StreamClient
+from tests.helpers import LOOPBACK, ROOT, free_port, green_mask, photo, wait_for
+
+SEND_FPS = 15
+
+
+def load_example():
+    path = ROOT / "examples" / "plain_gradio_demo.py"
+    spec = importlib.util.spec_from_file_location("plain_gradio_demo", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class ComponentServerClient(StreamClient):
+    """A StreamClient that posts its offer the way the page does: through Gradio's
+    server-function endpoint, to the component's `offer` function."""
+
+    def __init__(self, base_url: str, component_id: int, image: np.ndarray, **kwargs) -> None:
+        super().__init__(base_url, image, **kwargs)
+        self.component_id = component_id
+        self.session_hash = secrets.token_hex(6)
+
+    async def connect(self, timeout: float = 20.0) -> dict:
+        self.pc.addTrack(self.track)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        body = {
+            "session_hash": self.session_hash,
+            "component_id": self.component_id,
+            "fn_name": "offer",
+            "data": {"sdp": self.pc.localDescription.sdp, "type": "offer", "webrtc_id": self.webrtc_id},
+        }
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
+            resp = await http.post(f"{self.base_url}/gradio_api/component_server", json=body)
+        resp.raise_for_status()
+        data = resp.json()
+        if data.get("status") == "failed":
+            await self.close()
+            raise OfferRejected(resp.status_code, data)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
+        return data
+
+
+def launch(demo: gr.Blocks) -> str:
+    port = free_port()
+    demo.launch(server_name=LOOPBACK, server_port=port, prevent_thread_lock=True, quiet=True)
+    return f"http://{LOOPBACK}:{port}"
+
+
+async def set_inputs(base_url: str, webrtc_id: str, *values) -> None:
+    """What the page does when the slider moves."""
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+        resp = await http.post(
+            f"{base_url}/gradio_api/run/webrtc_set_inputs", json={"data": [webrtc_id, *values]}
+        )
+    assert resp.status_code == 200, resp.text
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return photo("astronaut")
+
+
+@pytest.fixture(scope="module")
+def example_app():
+    module = load_example()
+    demo = module.build_demo(time_limit=30)
+    webrtc = next(b for b in demo.blocks.values() if isinstance(b, WebRTC))
+    url = launch(demo)
+    yield url, webrtc
+    demo.close()
+
+
+def face_box_coverage(image: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """Share of the points on `box`'s left edge that are annotation green."""
+    mask = green_mask(image)
+    x1, y1, x2, y2 = box
+    hits = [mask[y, max(0, x1 - 4) : x1 + 5].any() for y in range(y1 + 10, y2 - 10, 4)]
+    return float(np.mean(hits))
+
+
+async def test_example_demo_streams_detections_through_component_server(example_app, astronaut):
+    url, webrtc = example_app
+    module = load_example()
+    face = module.detection(astronaut, 0.0)
+    assert len(face) == 1
+    h, w = astronaut.shape[:2]
+    x1, y1, x2, y2 = face.items[0].box
+    box = (int(x1 * w), int(y1 * h), int(x2 * w), int(y2 * h))
+
+    client = ComponentServerClient(url, webrtc._id, astronaut, fps=SEND_FPS)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        await client.wait_frames(5)
+        await wait_for(lambda: face_box_coverage(client.latest_image(), box) > 0.8, 10,
+                       what="the local model's face box in the returned frames")
+        # The slider's value reaches this session's fn: 0.95 hides the face (~0.7).
+        await set_inputs(url, client.webrtc_id, 0.95)
+        await wait_for(lambda: face_box_coverage(client.latest_image(), box) < 0.1, 10,
+                       what="no box at threshold 0.95")
+        await set_inputs(url, client.webrtc_id, 0.0)
+        await wait_for(lambda: face_box_coverage(client.latest_image(), box) > 0.8, 10,
+                       what="the box back at threshold 0.0")
+    finally:
+        await client.close()
+
+
+async def test_slow_sync_fn_runs_off_the_event_loop_and_sessions_do_not_wait_for_each_other(astronaut):
+    """A 150 ms sync fn: the reference ran it on the event loop, so two clients got
+    ~3 fps each. Here it runs on worker threads and the video keeps the camera's rate."""
+    in_fn = 0
+    most_in_fn = 0
+    lock = threading.Lock()
+
+    def slow_fn(frame: np.ndarray) -> Detections:
+        nonlocal in_fn, most_in_fn
+        with lock:
+            in_fn += 1
+            most_in_fn = max(most_in_fn, in_fn)
+        time.sleep(0.15)  # blocking, as a CPU model would be
+        with lock:
+            in_fn -= 1
+        return Detections((Detection((0.25, 0.25, 0.75, 0.75), "thing", 0.9),))
+
+    with gr.Blocks() as demo:
+        webrtc = WebRTC()
+        webrtc.stream(fn=slow_fn, inputs=[webrtc], outputs=[webrtc], time_limit=30, concurrency_limit=4)
+    url = launch(demo)
+    clients = [ComponentServerClient(url, webrtc._id, astronaut, fps=SEND_FPS) for _ in range(2)]
+    try:
+        await asyncio.gather(*(c.connect() for c in clients))
+        await asyncio.gather(*(c.wait_connected() for c in clients))
+        await asyncio.gather(*(c.wait_frames(5) for c in clients))
+        starts = [(c.received.count, time.monotonic()) for c in clients]
+        await asyncio.gather(*(c.wait_frames(3 * SEND_FPS, timeout=15) for c in clients))
+        for c, (count, start) in zip(clients, starts):
+            fps = (c.received.count - count) / (time.monotonic() - start)
+            assert fps >= 0.8 * SEND_FPS, f"received {fps:.1f} fps with a 150 ms fn, sent {SEND_FPS}"
+        assert most_in_fn == 2, "the two sessions' fn calls never overlapped"
+        for c in clients:
+            assert green_mask(c.latest_image()).sum() > 500, "the fn's box is not drawn"
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+        demo.close()
+
+
+async def test_concurrency_limit_answers_busy_through_component_server(astronaut):
+    with gr.Blocks() as demo:
+        webrtc = WebRTC()
+        webrtc.stream(fn=lambda f: None, inputs=[webrtc], outputs=[webrtc], concurrency_limit=1)
+    url = launch(demo)
+    first = ComponentServerClient(url, webrtc._id, astronaut)
+    second = ComponentServerClient(url, webrtc._id, astronaut)
+    try:
+        await first.connect()
+        with pytest.raises(OfferRejected) as refused:
+            await second.connect()
+        assert refused.value.body["meta"] == {
+            "error": "concurrency_limit_reached",
+            "message": refused.value.body["meta"]["message"],
+            "limit": 1,
+        }
+    finally:
+        await first.close()
+        demo.close()
