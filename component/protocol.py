@@ -24,6 +24,8 @@ class ErrorCode(str, Enum):
     OFFER_TOO_LARGE = "offer_too_large"
     CONCURRENCY_LIMIT_REACHED = "concurrency_limit_reached"
     UNKNOWN_SESSION = "unknown_session"
+    RATE_LIMITED = "rate_limited"
+    UNAUTHORIZED = "unauthorized"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -32,6 +34,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.OFFER_TOO_LARGE: 413,
     ErrorCode.CONCURRENCY_LIMIT_REACHED: 503,
     ErrorCode.UNKNOWN_SESSION: 404,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.UNAUTHORIZED: 401,
 }
 
 

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 import threading
+from typing import Optional
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -36,24 +38,43 @@ def process_snapshot() -> dict[str, int]:
     return {"fds": fds, "threads": threading.active_count(), "tasks": len(asyncio.all_tasks())}
 
 
-def offer_router(server: StreamServer, prefix: str = "/webrtc") -> APIRouter:
+def _check_token(request: Request, token: Optional[str]) -> None:
+    if token is None:
+        return
+    given = request.headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        raise OfferError(ErrorCode.UNAUTHORIZED, "missing or wrong bearer token")
+
+
+def offer_router(
+    server: StreamServer, prefix: str = "/webrtc", auth_token: Optional[str] = None
+) -> APIRouter:
+    """`auth_token`, when set, must come as `Authorization: Bearer <token>` on every call."""
     router = APIRouter(prefix=prefix)
 
     @router.post("/offer")
     async def offer(request: Request) -> JSONResponse:
         try:
+            _check_token(request, auth_token)
             body = await _read_capped(request, MAX_OFFER_BYTES)
-            answer = await server.offer(body)
+            client = request.client.host if request.client else None
+            answer = await server.offer(body, client=client)
         except OfferError as err:
             return JSONResponse(err.body(), status_code=err.http_status)
         return JSONResponse(answer.model_dump())
 
     @router.get("/stats")
-    async def stats() -> dict:
-        return {**server.stats(), "process": process_snapshot()}
+    async def stats(request: Request) -> JSONResponse:
+        try:
+            _check_token(request, auth_token)
+        except OfferError as err:
+            return JSONResponse(err.body(), status_code=err.http_status)
+        return JSONResponse({**server.stats(), "process": process_snapshot()})
 
     return router
 
 
-def mount_offer_routes(app: FastAPI, server: StreamServer, prefix: str = "/webrtc") -> None:
-    app.include_router(offer_router(server, prefix))
+def mount_offer_routes(
+    app: FastAPI, server: StreamServer, prefix: str = "/webrtc", auth_token: Optional[str] = None
+) -> None:
+    app.include_router(offer_router(server, prefix, auth_token))

@@ -20,7 +20,8 @@ import numpy as np
 from av import VideoFrame
 
 from component.detections import Detections
-from component.tracks import Closed, Latest, image_frame
+from component.metrics import StreamMetrics
+from component.tracks import CameraFrame, Closed, Latest, image_frame
 
 log = logging.getLogger("rayrtc.scheduler")
 
@@ -37,13 +38,15 @@ class StreamStats:
 
     calls: int = 0
     errors: int = 0
+    skipped: int = 0
     last_error: str | None = None
     last_latency_s: float = 0.0
     _last_error_logged: float = field(default=-1e9, repr=False)
 
 
-def _to_bgr(frame: VideoFrame) -> np.ndarray:
-    return frame.to_ndarray(format="bgr24")
+def _own_copy(camera: CameraFrame) -> np.ndarray:
+    # The fn may draw on its frame (the reference demo does): give it its own pixels.
+    return camera.bgr().copy()
 
 
 class FrameScheduler:
@@ -55,11 +58,12 @@ class FrameScheduler:
         fn: StreamFn,
         stream_every: float,
         frame_index: int,
-        camera: Latest[VideoFrame],
+        camera: Latest[CameraFrame],
         detections: Latest[Detections],
         images: Latest[VideoFrame],
         inputs: Callable[[], Sequence[Any]],
         executor: Executor,
+        metrics: StreamMetrics,
     ) -> None:
         self.session_id = session_id
         self._fn = fn
@@ -73,6 +77,7 @@ class FrameScheduler:
         self._images = images
         self._inputs = inputs
         self._executor = executor
+        self._metrics = metrics
         self.stats = StreamStats()
 
     async def run(self) -> None:
@@ -84,17 +89,23 @@ class FrameScheduler:
                 delay = next_start - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                seen, frame = await self._camera.newer_than(seen)
+                newest, frame = await self._camera.newer_than(seen)
+                if newest - seen > 1:
+                    # Frames that arrived while the fn was busy never reach it: by design.
+                    self.stats.skipped += newest - seen - 1
+                    self._metrics.frames_dropped(newest - seen - 1)
+                seen = newest
                 next_start = loop.time() + self._stream_every
                 await self._call(frame)
         except Closed:
             return
 
-    async def _call(self, frame: VideoFrame) -> None:
+    async def _call(self, camera: CameraFrame) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        ok = False
         try:
-            image = await loop.run_in_executor(self._executor, _to_bgr, frame)
+            image = await loop.run_in_executor(self._executor, _own_copy, camera)
             extras = tuple(self._inputs())
             i = self._frame_index
             args = (*extras[:i], image, *extras[i:])
@@ -104,7 +115,8 @@ class FrameScheduler:
                 # A sync fn (e.g. a local model in a plain Gradio app) must not stall
                 # the loop that carries every session's media.
                 result = await loop.run_in_executor(None, lambda: self._fn(*args))
-            await self._publish(result, frame)
+            await self._publish(result, camera.frame)
+            ok = True
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the session survives a failing frame
@@ -112,6 +124,7 @@ class FrameScheduler:
         finally:
             self.stats.calls += 1
             self.stats.last_latency_s = time.perf_counter() - started
+            self._metrics.fn_call(self.stats.last_latency_s, ok)
 
     async def _publish(self, result: Any, frame: VideoFrame) -> None:
         if result is None:

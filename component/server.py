@@ -8,6 +8,7 @@ never share sessions by accident.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Any, Optional, Sequence
 from aiortc import RTCPeerConnection
 
 from component.ice import IceConfig, set_host_addresses, strip_mdns_candidates
+from component.metrics import StreamMetrics
+from component.ratelimit import RateLimiter
 from component.protocol import ErrorCode, OfferAnswer, OfferError, parse_offer
 from component.scheduler import StreamFn
 from component.session import Session, SessionLimits
@@ -34,10 +37,21 @@ class StreamConfig:
     frame_index: int = 0
     # Pixel work (frame conversion, drawing) for all sessions runs on this many threads.
     media_threads: int = 4
+    # No camera frame for this long ends a session (a browser that vanished).
+    idle_timeout: Optional[float] = 10.0
+    # Offers per second per client address (bursts up to `offer_burst`); None: no limit.
+    offer_rate: Optional[float] = None
+    offer_burst: int = 10
 
 
 class StreamServer:
-    def __init__(self, config: StreamConfig, ice: IceConfig, default_inputs: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        config: StreamConfig,
+        ice: IceConfig,
+        default_inputs: Sequence[Any] = (),
+        metrics: Optional[StreamMetrics] = None,
+    ) -> None:
         if config.stream_every < 0:
             raise ValueError("stream_every must be >= 0")
         if config.time_limit is not None and config.time_limit <= 0:
@@ -47,10 +61,24 @@ class StreamServer:
         self.config = config
         self.ice = ice
         self.default_inputs = tuple(default_inputs)
+        self.metrics = metrics or StreamMetrics()
+        self._limiter = (
+            RateLimiter(config.offer_rate, config.offer_burst) if config.offer_rate else None
+        )
         self._sessions: dict[str, Session] = {}
         self._executor: Optional[ThreadPoolExecutor] = None
         if ice.host_addresses:
             set_host_addresses(ice.host_addresses)
+
+    def configure(self, metrics: Optional[StreamMetrics] = None, **changes: Any) -> None:
+        """Apply host-level settings that the reference `webrtc_stream` API has no
+        parameter for (rate limit, idle timeout, metrics); affects new sessions."""
+        self.config = dataclasses.replace(self.config, **changes)
+        self._limiter = (
+            RateLimiter(self.config.offer_rate, self.config.offer_burst) if self.config.offer_rate else None
+        )
+        if metrics is not None:
+            self.metrics = metrics
 
     # -- queries ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -67,12 +95,30 @@ class StreamServer:
         }
 
     # -- offers -------------------------------------------------------------------
-    async def offer(self, body: bytes | str | dict) -> OfferAnswer:
+    async def offer(self, body: bytes | str | dict, client: Optional[str] = None) -> OfferAnswer:
         """Validate an offer, admit it and answer it; raises `OfferError`.
 
-        A refused or failed offer leaves nothing behind: the peer connection is closed
-        and the id released before the error propagates.
+        `client` (the caller's address) keys the per-client rate limit. A refused or
+        failed offer leaves nothing behind: the peer connection is closed and the id
+        released before the error propagates.
         """
+        try:
+            if self._limiter is not None and client is not None:
+                wait = self._limiter.take(client)
+                if wait > 0:
+                    raise OfferError(
+                        ErrorCode.RATE_LIMITED, "too many offers from this client",
+                        retry_after_s=round(wait, 2),
+                    )
+            answer = await self._offer(body)
+        except OfferError as err:
+            self.metrics.offer_rejected(err.code.value)
+            raise
+        self.metrics.offer_accepted()
+        self.metrics.sessions_active(len(self._sessions))
+        return answer
+
+    async def _offer(self, body: bytes | str | dict) -> OfferAnswer:
         req = parse_offer(body)
         if req.webrtc_id in self._sessions:
             raise OfferError(
@@ -92,9 +138,13 @@ class StreamServer:
             stream_every=self.config.stream_every,
             frame_index=self.config.frame_index,
             inputs=self.default_inputs,
-            limits=SessionLimits(self.config.time_limit, self.config.connect_timeout),
+            limits=SessionLimits(
+                self.config.time_limit, self.config.connect_timeout,
+                idle_timeout=self.config.idle_timeout,
+            ),
             executor=self._media_executor(),
             on_closed=self._forget,
+            metrics=self.metrics,
         )
         # Registered before the first await so a concurrent duplicate id gets 409.
         self._sessions[req.webrtc_id] = session
@@ -132,6 +182,7 @@ class StreamServer:
     def _forget(self, session: Session) -> None:
         if self._sessions.get(session.webrtc_id) is session:
             del self._sessions[session.webrtc_id]
+        self.metrics.sessions_active(len(self._sessions))
 
     def _media_executor(self) -> ThreadPoolExecutor:
         if self._executor is None:

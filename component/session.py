@@ -19,8 +19,9 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from av import VideoFrame
 
 from component.detections import Detections
+from component.metrics import StreamMetrics
 from component.scheduler import FrameScheduler, StreamFn
-from component.tracks import Latest, OutgoingTrack, pump_latest
+from component.tracks import CameraFrame, Latest, OutgoingTrack, pump_latest
 
 log = logging.getLogger("rayrtc.session")
 
@@ -34,6 +35,9 @@ class SessionLimits:
     connect_timeout: float
     # ICE "disconnected" often recovers; give it this long before giving up.
     disconnected_grace: float = 5.0
+    # A browser that vanishes without closing leaves ICE consent to expire (~30 s);
+    # no camera frame for this long ends the session sooner.
+    idle_timeout: Optional[float] = 10.0
 
 
 class Session:
@@ -48,6 +52,7 @@ class Session:
         limits: SessionLimits,
         executor: Executor,
         on_closed: Callable[["Session"], None],
+        metrics: Optional[StreamMetrics] = None,
     ) -> None:
         self.webrtc_id = webrtc_id
         self.pc = pc
@@ -61,14 +66,18 @@ class Session:
         self._tasks: set[asyncio.Task] = set()
         self._timers: list[asyncio.TimerHandle] = []
         self._closing: Optional[asyncio.Task] = None
+        self._metrics = metrics or StreamMetrics()
+        self.last_frame_at: Optional[float] = None
 
-        self.camera: Latest[VideoFrame] = Latest()
+        self.camera: Latest[CameraFrame] = Latest()
         self.detections: Latest[Detections] = Latest()
         self.images: Latest[VideoFrame] = Latest()
-        self.outgoing = OutgoingTrack(self.camera, self.detections, self.images, executor)
+        self.outgoing = OutgoingTrack(
+            self.camera, self.detections, self.images, executor, self._metrics.frames_out
+        )
         self.scheduler = FrameScheduler(
             webrtc_id, fn, stream_every, frame_index, self.camera, self.detections, self.images,
-            lambda: self._inputs, executor,
+            lambda: self._inputs, executor, self._metrics,
         )
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
@@ -115,8 +124,22 @@ class Session:
     def _on_track(self, track) -> None:
         if track.kind != "video":
             return
-        self._spawn(pump_latest(track, self.camera), "pump")
+        self._spawn(pump_latest(track, self.camera, self._frame_arrived), "pump")
         self._spawn(self.scheduler.run(), "scheduler")
+
+    def _frame_arrived(self) -> None:
+        self.last_frame_at = time.monotonic()
+        self._metrics.frames_in()
+
+    def _check_idle(self) -> None:
+        idle = self.limits.idle_timeout
+        if idle is None or self._closing is not None:
+            return
+        last = self.last_frame_at or self.connected_at or self.created_at
+        if time.monotonic() - last > idle:
+            self.close("client_gone")
+        else:
+            self._call_later(min(1.0, idle / 2), self._check_idle)
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         self._channel = channel
@@ -146,10 +169,18 @@ class Session:
             self.connected_at = time.monotonic()
             if self.limits.time_limit is not None:
                 self._call_later(self.limits.time_limit, lambda: self.close("time_limit"))
+            if self.limits.idle_timeout is not None and self._receives_video():
+                self._call_later(min(1.0, self.limits.idle_timeout / 2), self._check_idle)
         elif state == "disconnected":
             self._call_later(self.limits.disconnected_grace, self._disconnected_timeout)
         elif state in ("failed", "closed"):
             self.close(f"connection_{state}")
+
+    def _receives_video(self) -> bool:
+        return any(
+            t.kind == "video" and t.direction in ("sendrecv", "recvonly")
+            for t in self.pc.getTransceivers()
+        )
 
     def _connect_timeout(self) -> None:
         if self.connected_at is None:
@@ -175,6 +206,7 @@ class Session:
             "age_s": round(time.monotonic() - self.created_at, 3),
             "calls": s.calls,
             "errors": s.errors,
+            "skipped": s.skipped,
             "last_error": s.last_error,
             "inputs": list(self._inputs),
         }
@@ -193,6 +225,7 @@ class Session:
 
     async def _close(self, reason: str) -> None:
         log.info("session %s: closing (%s)", self.webrtc_id, reason)
+        self._metrics.session_closed(reason)
         for timer in self._timers:
             timer.cancel()
         try:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import Executor
-from typing import Generic, Optional, TypeVar
+from typing import Callable, Generic, Optional, TypeVar
 
 import numpy as np
 from aiortc import MediaStreamTrack
@@ -24,6 +25,31 @@ from component.detections import Detections
 log = logging.getLogger("rayrtc.tracks")
 
 T = TypeVar("T")
+
+
+class CameraFrame:
+    """A decoded camera frame whose BGR pixels are computed once, on first use.
+
+    The scheduler (to feed the fn) and the outgoing track (to draw on it) both need
+    the pixels of the same frame, from worker threads. PyAV deadlocks when one frame
+    is converted from two threads at once, and converting twice is waste: so one
+    lock per frame, one conversion, and consumers that need to write take a copy.
+    """
+
+    __slots__ = ("frame", "_bgr", "_lock")
+
+    def __init__(self, frame: VideoFrame) -> None:
+        self.frame = frame
+        self._bgr: Optional[np.ndarray] = None
+        self._lock = threading.Lock()
+
+    def bgr(self) -> np.ndarray:
+        """The frame as HxWx3 uint8 BGR; read-only, shared: copy before writing."""
+        with self._lock:
+            if self._bgr is None:
+                self._bgr = self.frame.to_ndarray(format="bgr24")
+                self._bgr.flags.writeable = False
+            return self._bgr
 
 
 class Closed(Exception):
@@ -73,24 +99,27 @@ class Latest(Generic[T]):
         return self._seq, self._value
 
 
-async def pump_latest(track: MediaStreamTrack, slot: Latest[VideoFrame]) -> None:
+async def pump_latest(
+    track: MediaStreamTrack, slot: Latest[CameraFrame], on_frame: Callable[[], None] = lambda: None
+) -> None:
     """Read the browser's track as fast as it decodes, keeping only the newest frame."""
     try:
         while True:
-            slot.put(await track.recv())
+            slot.put(CameraFrame(await track.recv()))
+            on_frame()
     except MediaStreamError:
         pass
     finally:
         slot.close()
 
 
-def _annotate(frame: VideoFrame, detections: Optional[Detections]) -> VideoFrame:
+def _annotate(camera: CameraFrame, detections: Optional[Detections]) -> VideoFrame:
     if not detections:
-        return frame
-    image = frame.to_ndarray(format="bgr24")
+        return camera.frame
+    image = camera.bgr().copy()
     draw_detections(image, detections)
     out = VideoFrame.from_ndarray(image, format="bgr24")
-    out.pts, out.time_base = frame.pts, frame.time_base
+    out.pts, out.time_base = camera.frame.pts, camera.frame.time_base
     return out
 
 
@@ -114,12 +143,14 @@ class OutgoingTrack(MediaStreamTrack):
 
     def __init__(
         self,
-        camera: Latest[VideoFrame],
+        camera: Latest[CameraFrame],
         detections: Latest[Detections],
         images: Latest[VideoFrame],
         executor: Executor,
+        on_frame: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__()
+        self._on_frame = on_frame
         self._camera = camera
         self._detections = detections
         self._images = images
@@ -134,10 +165,13 @@ class OutgoingTrack(MediaStreamTrack):
             if self._images.seq > 0:
                 # The fn returns images: send each new one once.
                 self._sent_image, frame = await self._images.newer_than(self._sent_image)
+                self._on_frame()
                 return frame
             self._sent_camera, frame = await self._camera.newer_than(self._sent_camera)
         except Closed:
             self.stop()
             raise MediaStreamError from None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _annotate, frame, self._detections.value)
+        out = await loop.run_in_executor(self._executor, _annotate, frame, self._detections.value)
+        self._on_frame()
+        return out

@@ -11,6 +11,7 @@ from typing import Any
 
 from ray import serve
 
+from deployments.metrics import DetectorMetrics
 from deployments.models import Detections, ModelInput, ModelSpec, load_backend
 
 log = logging.getLogger("ray.serve")
@@ -26,6 +27,7 @@ class Detector:
         self._batch_sizes: Counter[int] = Counter()
         self._frames = 0
         self._busy_s = 0.0
+        self._metrics = DetectorMetrics()
         log.info("detector ready: %s, max_batch_size=%d", self.backend.name, max_batch_size)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
@@ -33,12 +35,19 @@ class Detector:
         started = time.perf_counter()
         # The forward pass runs off the replica's event loop so batching keeps
         # collecting the next frames meanwhile.
-        results = await asyncio.to_thread(self.backend.infer, inputs)
+        try:
+            results = await asyncio.to_thread(self.backend.infer, inputs)
+        except Exception:
+            self._metrics.errors.inc()
+            raise
         if len(results) != len(inputs):
             raise RuntimeError(
                 f"{self.backend.name} returned {len(results)} results for {len(inputs)} frames"
             )
-        self._busy_s += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self._busy_s += elapsed
+        self._metrics.latency.observe(elapsed)
+        self._metrics.batch_size.observe(len(inputs))
         self._batch_sizes[len(inputs)] += 1
         self._frames += len(inputs)
         return results

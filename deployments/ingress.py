@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import numpy as np
@@ -17,11 +18,23 @@ from ray.serve.handle import DeploymentHandle
 
 from component import Detections, WebRTC, mount_offer_routes
 from component.ice import apply_process_settings
+from deployments.metrics import ServeStreamMetrics
 from deployments.models import build_preprocessor
-from serve_app.args import AppArgs
-from serve_app.ui import build_ui
+if TYPE_CHECKING:  # serve_app imports this module to build the app
+    from serve_app.args import AppArgs
 
 log = logging.getLogger("ray.serve")
+
+
+def _log_through_serve() -> None:
+    """Send the component's `rayrtc.*` logs to this replica's Serve log handlers, so
+    session events land in Serve's per-replica logs (and its JSON format, if set)."""
+    ours, serve_logger = logging.getLogger("rayrtc"), logging.getLogger("ray.serve")
+    for handler in serve_logger.handlers:
+        if handler not in ours.handlers:
+            ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
 
 
 class ReplicaHeader:
@@ -62,6 +75,7 @@ class Ingress:
         apply_process_settings(args.ice())
         self.preprocess = build_preprocessor(args.model_spec())
         self.webrtc: WebRTC | None = None
+        _log_through_serve()
 
     async def detect(self, frame: np.ndarray, threshold: float) -> Detections:
         """The stream fn: preprocess here, infer in a batched detector replica."""
@@ -78,6 +92,9 @@ class Ingress:
 
     def __serve_build_asgi_app__(self) -> Any:
         # Gradio objects hold locks and threads: they are built here, in the replica.
+        # (Imported here: `serve_app` imports this module to build the application.)
+        from serve_app.ui import build_ui
+
         args = self.args
         demo, self.webrtc = build_ui(
             self.detect,
@@ -91,6 +108,13 @@ class Ingress:
         )
         server = self.webrtc.stream_server
         assert server is not None
+        server.configure(
+            metrics=ServeStreamMetrics(),
+            idle_timeout=args.idle_timeout,
+            offer_rate=args.offer_rate_per_s,
+            offer_burst=args.offer_burst,
+        )
+        token = args.auth_token.get_secret_value() if args.auth_token else None
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI):
@@ -101,5 +125,6 @@ class Ingress:
         replica = _replica_id()
         if replica is not None:
             app.add_middleware(ReplicaHeader, replica=replica)
-        mount_offer_routes(app, server)
-        return gr.mount_gradio_app(app, demo, path="/")
+        mount_offer_routes(app, server, auth_token=token)
+        auth = (lambda _user, password: hmac.compare_digest(password, token)) if token else None
+        return gr.mount_gradio_app(app, demo, path="/", auth=auth)

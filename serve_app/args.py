@@ -11,7 +11,7 @@ import ipaddress
 import json
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from component.ice import IceConfig, IceServer
 from deployments.models.spec import ModelSpec
@@ -45,6 +45,16 @@ class AppArgs(BaseModel):
         32, ge=1, le=10_000, description="sessions one ingress replica accepts before answering 503"
     )
     connect_timeout: float = Field(15.0, gt=0, le=300)
+    idle_timeout: Optional[float] = Field(
+        10.0, gt=0, description="no camera frame for this long ends a session (a vanished browser)"
+    )
+    offer_rate_per_s: Optional[float] = Field(
+        2.0, gt=0, description="offers per second per client address; null for no limit"
+    )
+    offer_burst: int = Field(20, ge=1)
+    auth_token: Optional[SecretStr] = Field(
+        None, description="when set: the UI asks for it as password, /webrtc/* need `Authorization: Bearer`"
+    )
 
     # --- ICE ------------------------------------------------------------------------
     ice_servers: list[IceServer] = Field(
@@ -112,7 +122,7 @@ class AppArgs(BaseModel):
     model_callable: Optional[str] = None
     model_batched: bool = False
 
-    @field_validator("time_limit", "detector_initial_replicas", mode="before")
+    @field_validator("time_limit", "detector_initial_replicas", "idle_timeout", "offer_rate_per_s", "auth_token", mode="before")
     @classmethod
     def _none(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):

@@ -8,6 +8,12 @@ tests don't wait on or crowd the streaming tests.
 from __future__ import annotations
 
 import os
+
+# Ray turns 127.0.0.1 into the machine's interface address unless it is told this is
+# a single-machine setup; with this, every Ray process talks over loopback only.
+# (Read by Ray at import time, so it is set before anything imports ray.)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from dataclasses import dataclass
 
 import pytest
@@ -31,7 +37,6 @@ def serve_instance():
     import ray
     from ray import serve
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(
         # Logical CPUs: several small apps share this session's cluster.
         num_cpus=8,
@@ -57,7 +62,7 @@ def deploy_app(base: str, name: str, prefix: str, **overrides) -> ServedApp:
         detector_num_cpus=0.5,
         detector_max_replicas=1,
         default_threshold=0.3,
-        **overrides,
+        **{"offer_rate_per_s": None, **overrides},
     )
     serve.run(app(args), name=name, route_prefix=prefix)
     return ServedApp(name=name, url=base + (prefix if prefix != "/" else ""), args=args)
