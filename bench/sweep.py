@@ -1,0 +1,337 @@
+"""The whole benchmark, one command: raw model speed, the `gradio_webrtc` reference and
+our app on Ray Serve, side by side on this machine, then the report.
+
+    python -m bench run                      # everything, ~15 min on 2 cores
+    python -m bench run --models haar --max-sessions 3 --seconds 4 --out /tmp/b
+
+Order, to keep them out of each other's way: raw models (no server), the reference
+(one process per model, Ray not started yet), then Ray + our app per model, a
+detector-only throughput check through a DeploymentHandle, and a batch-size sweep.
+Writes results.json, results.md and PNG plots to `--out`, and replaces the generated
+part of BENCHMARKS.md (between its `bench:begin`/`bench:end` markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import models_raw  # noqa: E402
+from bench.loadgen import SCHEMA, ReferenceTarget, ServedTarget, StepOptions, bench_image, run_step, step_line  # noqa: E402
+from bench.procs import loadavg  # noqa: E402
+
+DEFAULT_OUT = ROOT / "bench" / "results-committed"
+DEFAULT_MODELS = ROOT.parent / "shared" / "models"
+MODEL_FILES = {"fastestdet": "fastestdet.onnx", "yolox_nano": "yolox_nano.onnx"}
+
+log = logging.getLogger("bench.sweep")
+
+
+def say(msg: str) -> None:
+    print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def model_spec_args(name: str, models_dir: Path) -> Optional[tuple[str, Optional[str]]]:
+    """(AppArgs.model, model_path) for a bench model name; None if its weights are absent."""
+    if name == "haar":
+        return ("haar", None)
+    path = models_dir / MODEL_FILES[name]
+    return ("onnx", str(path)) if path.is_file() else None
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("ray", "gradio", "aiortc", "av", "onnxruntime", "opencv-python-headless", "numpy"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def machine_info() -> dict:
+    cpu_model = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gb": mem_gb,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions(),
+    }
+
+
+# ----------------------------------------------------------------------------- parts
+async def session_sweep(target, model: str, opts: argparse.Namespace, extra: dict) -> list[dict]:
+    steps = []
+    image = bench_image()
+    for n in range(1, opts.max_sessions + 1):
+        step = await run_step(
+            target,
+            StepOptions(n, seconds=opts.seconds, warmup=opts.warmup, extra={"model": model, **extra}),
+            image,
+        )
+        say(step_line(step))
+        steps.append(step)
+        if step["connected"] < n or (step["delivered_fps"]["min"] or 0) < opts.min_fps:
+            break
+    return steps
+
+
+def run_raw(models: list[str], opts: argparse.Namespace) -> dict:
+    frame = models_raw.test_frame()
+    rows, skipped = [], []
+    for name, spec in models_raw.specs(opts.models_dir).items():
+        if name not in models:
+            continue
+        if spec is None:
+            skipped.append(name)
+            continue
+        say(f"raw: {name}")
+        rows.append(models_raw.measure(name, spec, frame, opts.raw_seconds))
+    return {"results": rows, "skipped": skipped, "machine": models_raw.machine()}
+
+
+def run_reference(models: list[str], opts: argparse.Namespace) -> dict:
+    from bench.reference import ReferenceServer, ReferenceUnavailable, ensure_venv
+
+    out: dict[str, Any] = {"runs": [], "error": None}
+    try:
+        python = ensure_venv(log=say)
+    except ReferenceUnavailable as exc:
+        out["error"] = str(exc)
+        say(f"reference unavailable: {exc}")
+        return out
+    for model in models:
+        spec = model_spec_args(model, opts.models_dir)
+        if spec is None:
+            continue
+        log_path = Path(opts.out) / f"reference-{model}.log" if opts.keep_logs else None
+        server = ReferenceServer(python, spec[0], spec[1], log_path=log_path)
+        run: dict[str, Any] = {"target": "reference", "model": model, "steps": [], "error": None}
+        try:
+            info = server.start()
+            say(f"reference up: {model} at {server.url}")
+            target = ReferenceTarget(server.url, info["pid"], info["component_id"], info["tick_fn_index"])
+            run["steps"] = asyncio.run(session_sweep(target, model, opts, {}))
+        except Exception as exc:
+            run["error"] = f"{type(exc).__name__}: {exc}"
+            say(f"reference {model} failed: {run['error']}")
+        finally:
+            server.stop()
+        out["runs"].append(run)
+    return out
+
+
+async def handle_throughput(app_name: str, model_args: tuple[str, Optional[str]], concurrency: int, seconds: float) -> dict:
+    """Detector-only throughput: `concurrency` callers, one call in flight each (like
+    sessions), preprocessed 640x480 frames, through a DeploymentHandle, no video."""
+    from ray import serve
+
+    from deployments.models import ModelSpec, build_preprocessor
+
+    spec = ModelSpec(kind=model_args[0], path=model_args[1])
+    item = build_preprocessor(spec)(bench_image())
+    handle = serve.get_deployment_handle("Detector", app_name=app_name)
+    await handle.detect.remote(item)  # warm
+    done = 0
+    latencies: list[float] = []
+    stop_at = time.monotonic() + seconds
+
+    async def caller() -> None:
+        nonlocal done
+        while time.monotonic() < stop_at:
+            t0 = time.monotonic()
+            await handle.detect.remote(item)
+            latencies.append(time.monotonic() - t0)
+            done += 1
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    elapsed = time.monotonic() - t0
+    from bench.loadgen import percentiles_ms
+
+    return {"concurrency": concurrency, "calls_per_s": round(done / elapsed, 2), "latency_ms": percentiles_ms(latencies)}
+
+
+def run_served(models: list[str], opts: argparse.Namespace) -> dict:
+    from bench import served
+
+    out: dict[str, Any] = {"runs": [], "handle": [], "batch_sweep": [], "error": None, "config": {}}
+    say("starting Ray + Serve on 127.0.0.1")
+    try:
+        base = served.start_ray(opts.ray_cpus)
+    except Exception as exc:
+        out["error"] = f"could not start Ray: {exc}"
+        return out
+    try:
+        app_name = "bench"
+        defaults = served.app_args("haar", None, 8, None)
+        out["config"] = {
+            "stream_every": defaults.stream_every,
+            "max_batch_size": defaults.max_batch_size,
+            "batch_wait_timeout_s": defaults.batch_wait_timeout_s,
+            "detector_replicas": f"{defaults.detector_min_replicas}..{defaults.detector_max_replicas} (autoscaled)",
+            "detector_num_cpus": defaults.detector_num_cpus,
+            "ray_num_cpus": opts.ray_cpus or os.cpu_count(),
+        }
+        for model in models:
+            spec = model_spec_args(model, opts.models_dir)
+            if spec is None:
+                continue
+            run: dict[str, Any] = {"target": "served", "model": model, "steps": [], "error": None}
+            try:
+                args = served.app_args(spec[0], spec[1], defaults.max_batch_size, None)
+                url = served.deploy(base, app_name, "/bench", args)
+                say(f"served up: {model} at {url}")
+                target = ServedTarget(url, app_name, served.detector_stats_fn(app_name))
+                # A short throwaway step: first calls, handles, autoscaler.
+                asyncio.run(run_step(target, StepOptions(1, seconds=1.0, warmup=1.0)))
+                run["steps"] = asyncio.run(session_sweep(target, model, opts, {"max_batch_size": args.max_batch_size}))
+                if opts.handle_seconds > 0:
+                    h = asyncio.run(handle_throughput(app_name, spec, opts.handle_concurrency, opts.handle_seconds))
+                    h.update(model=model, replicas=served.running_replicas(app_name), max_batch_size=args.max_batch_size)
+                    say(f"handle: {model}: {h}")
+                    out["handle"].append(h)
+            except Exception as exc:
+                run["error"] = f"{type(exc).__name__}: {exc}"
+                say(f"served {model} failed: {run['error']}")
+            out["runs"].append(run)
+        spec = model_spec_args(opts.batch_model, opts.models_dir) if opts.batch_sizes else None
+        for size in opts.batch_sizes if spec else []:
+            entry: dict[str, Any] = {"model": opts.batch_model, "max_batch_size": size, "replicas": 1}
+            try:
+                args = served.app_args(spec[0], spec[1], size, 1)
+                url = served.deploy(base, app_name, "/bench", args)
+                target = ServedTarget(url, app_name, served.detector_stats_fn(app_name))
+                asyncio.run(run_step(target, StepOptions(1, seconds=1.0, warmup=1.0)))
+                step = asyncio.run(run_step(target, StepOptions(
+                    opts.batch_sessions, seconds=opts.seconds, warmup=opts.warmup,
+                    extra={"model": opts.batch_model, "max_batch_size": size})))
+                say(f"batch {size}: " + step_line(step))
+                entry["step"] = step
+                if opts.handle_seconds > 0:
+                    entry["handle"] = asyncio.run(handle_throughput(app_name, spec, opts.handle_concurrency, opts.handle_seconds))
+                    say(f"batch {size}: handle {entry['handle']}")
+            except Exception as exc:
+                entry["error"] = f"{type(exc).__name__}: {exc}"
+                say(f"batch {size} failed: {entry['error']}")
+            out["batch_sweep"].append(entry)
+    finally:
+        try:
+            served.stop_ray()
+        except Exception:
+            pass
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+def parse(argv: Optional[list[str]]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="haar,fastestdet,yolox_nano", help="comma-separated; ONNX ones skip without weights")
+    ap.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
+    ap.add_argument("--max-sessions", type=int, default=8)
+    ap.add_argument("--min-fps", type=float, default=15.0, help="stop adding sessions when the slowest delivers less")
+    ap.add_argument("--seconds", type=float, default=8.0, help="measured window per step")
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--raw-seconds", type=float, default=1.5)
+    ap.add_argument("--batch-sizes", default="1,4,8", help="detector max_batch_size sweep ('' to skip)")
+    ap.add_argument("--batch-model", default="fastestdet")
+    ap.add_argument("--batch-sessions", type=int, default=6)
+    ap.add_argument("--handle-seconds", type=float, default=4.0, help="detector-only throughput check (0 to skip)")
+    ap.add_argument("--handle-concurrency", type=int, default=8)
+    ap.add_argument("--ray-cpus", type=int, default=None)
+    ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--no-served", action="store_true")
+    ap.add_argument("--keep-logs", action="store_true", help="keep the reference server's log in --out")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--benchmarks-md", type=Path, default=ROOT / "BENCHMARKS.md",
+                    help="file whose generated section to replace ('' to skip)")
+    opts = ap.parse_args(argv)
+    opts.batch_sizes = [int(x) for x in opts.batch_sizes.split(",") if x.strip()]
+    return opts
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    opts = parse(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from component.ice import set_host_addresses
+
+    set_host_addresses(["127.0.0.1"])
+    opts.out.mkdir(parents=True, exist_ok=True)
+    models = [m.strip() for m in opts.models.split(",") if m.strip()]
+    unknown = [m for m in models if m != "haar" and m not in MODEL_FILES]
+    if unknown:
+        raise SystemExit(f"unknown models: {unknown}")
+    present = [m for m in models if model_spec_args(m, opts.models_dir) is not None]
+    skipped = [m for m in models if m not in present]
+
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "schema": SCHEMA,
+        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m bench run " + " ".join(argv if argv is not None else sys.argv[2:]),
+        "machine": machine_info(),
+        "loadavg_before": loadavg(),
+        "options": {
+            "models": models, "skipped_models": skipped, "max_sessions": opts.max_sessions,
+            "min_fps": opts.min_fps, "seconds": opts.seconds, "warmup": opts.warmup,
+            "send_fps": 30, "frame": "640x480 astronaut + moving 112px patch, VP8",
+            "batch_sizes": opts.batch_sizes, "batch_model": opts.batch_model,
+            "batch_sessions": opts.batch_sessions,
+        },
+    }
+    say(f"load before: {results['loadavg_before']}; models {present} (skipped: {skipped})")
+    results["raw"] = run_raw(models, opts)
+    results["reference"] = {"runs": [], "error": "skipped (--no-reference)"} if opts.no_reference else run_reference(present, opts)
+    results["served"] = {"runs": [], "error": "skipped (--no-served)"} if opts.no_served else run_served(present, opts)
+    results["loadavg_after"] = loadavg()
+    results["duration_s"] = round(time.monotonic() - started, 1)
+
+    from bench import report
+
+    results["summary"] = report.summarize(results)
+    (opts.out / "results.json").write_text(json.dumps(results, indent=1))
+    plots = report.plots(results, opts.out)
+    md = report.markdown(results, plots, opts.out)
+    (opts.out / "results.md").write_text(md)
+    if opts.benchmarks_md and str(opts.benchmarks_md):
+        rel = os.path.relpath(opts.out, opts.benchmarks_md.parent)
+        report.update_benchmarks(opts.benchmarks_md, report.markdown(results, plots, opts.out, link_base=rel))
+    say(f"done in {results['duration_s']} s; load after: {results['loadavg_after']}; wrote {opts.out}")
+    print(report.headline(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
