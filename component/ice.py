@@ -23,6 +23,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import os
 import random
 import re
 import socket
@@ -260,9 +261,30 @@ def restore_process_settings(settings: ProcessIceSettings) -> None:
     _install()
 
 
+ADVERTISED_ADDRESS_ENV = "RAYRTC_ICE_ADVERTISED_ADDRESS"
+
+
+def node_advertised_address() -> Optional[str]:
+    """The node's own public address from `RAYRTC_ICE_ADVERTISED_ADDRESS`, if set.
+
+    One app spans several ingress nodes, each behind its own 1:1 NAT address; an
+    address set in the node's environment (where `ray start` runs, inherited by its
+    workers) wins over the app-wide `advertised_address`.
+    """
+    value = os.environ.get(ADVERTISED_ADDRESS_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{ADVERTISED_ADDRESS_ENV} must be an IP address, not {value!r}") from None
+    return value
+
+
 def apply_process_settings(ice: IceConfig) -> ProcessIceSettings:
-    """Apply `ice`'s host addresses, UDP port range and advertised address to every
-    peer connection this process creates from now on; returns the previous settings.
+    """Apply `ice`'s host addresses, UDP port range and advertised address (or the
+    node's `RAYRTC_ICE_ADVERTISED_ADDRESS`) to every peer connection this process
+    creates from now on; returns the previous settings.
 
     Call it once per process (the ingress replica) before the first offer; an empty
     field restores aioice's default for that knob.
@@ -272,7 +294,7 @@ def apply_process_settings(ice: IceConfig) -> ProcessIceSettings:
         ProcessIceSettings(
             host_addresses=tuple(ice.host_addresses),
             port_range=ice.port_range,
-            advertised_address=ice.advertised_address,
+            advertised_address=node_advertised_address() or ice.advertised_address,
         )
     )
     return previous

@@ -215,3 +215,18 @@ async def test_served_answers_offer_only_the_configured_ports_and_addresses(port
             await client.wait_frames(3)
     finally:
         await asyncio.gather(*(c.close() for c in clients))
+
+
+def test_node_environment_overrides_the_advertised_address(monkeypatch):
+    from component.ice import ADVERTISED_ADDRESS_ENV
+
+    ice = IceConfig(host_addresses=(LOOPBACK,), advertised_address=DOC_ADDRESS)
+    monkeypatch.setenv(ADVERTISED_ADDRESS_ENV, "198.51.100.4")
+    with process_ice(ice):
+        assert current_process_settings().advertised_address == "198.51.100.4"
+    monkeypatch.setenv(ADVERTISED_ADDRESS_ENV, "")
+    with process_ice(ice):
+        assert current_process_settings().advertised_address == DOC_ADDRESS
+    monkeypatch.setenv(ADVERTISED_ADDRESS_ENV, "node-7.example")
+    with pytest.raises(ValueError, match=ADVERTISED_ADDRESS_ENV):
+        apply_process_settings(ice)
