@@ -516,6 +516,10 @@ async def run_step(target: Target, opts: StepOptions, image: Optional[np.ndarray
 def _detector_delta(before: Optional[dict], after: Optional[dict], window: float) -> Optional[dict]:
     if not before or not after:
         return None
+    if before.get("replicas") != 1 or after.get("replicas") != 1:
+        # stats() answers from whichever replica the handle picks: deltas would mix replicas.
+        return {"replicas": after.get("replicas"), "frames_per_s": None, "busy_fraction": None,
+                "mean_batch": None, "batch_sizes": None, "note": "several replicas: no per-replica deltas"}
     hist = {}
     for size, count in after.get("batch_sizes", {}).items():
         delta = count - before.get("batch_sizes", {}).get(size, 0)

@@ -130,14 +130,21 @@ class ReferenceServer:
         cmd = [str(self.python), str(APP), "--repo", str(ROOT), "--port", str(self.port), "--model", self.model]
         if self.model_path:
             cmd += ["--model-path", self.model_path]
-        out = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL
+        if self.log_path is None:
+            import tempfile
+
+            self.log_path = Path(tempfile.mkstemp(prefix="rayrtc-reference-", suffix=".log")[1])
+        out = open(self.log_path, "w")
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise ReferenceUnavailable(f"the reference server exited with {self.proc.returncode}; log: {self.log_path}")
+                raise ReferenceUnavailable(
+                    f"the reference server exited with {self.proc.returncode}; last lines of {self.log_path}:\n"
+                    + self.log_tail()
+                )
             try:
                 self.info = discover(self.url)
                 return self.info
@@ -145,7 +152,15 @@ class ReferenceServer:
                 last = exc
                 time.sleep(0.5)
         self.stop()
-        raise ReferenceUnavailable(f"the reference server did not come up in {timeout} s ({last})")
+        raise ReferenceUnavailable(
+            f"the reference server did not come up in {timeout} s ({last}); log:\n" + self.log_tail()
+        )
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
+        except (OSError, TypeError):
+            return ""
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -173,8 +173,8 @@ def targets_table(summary: dict) -> list[str]:
 def sweep_table(steps: list[dict]) -> list[str]:
     lines = [
         "| target | sessions | sent fps | delivered fps min / mean | det/s per session min / mean / max | det/s total "
-        "| RTT ms p50 / p95 / max | not returned | skipped | CPU cores: server media / detector / load gen | machine busy |",
-        "|---|---:|---:|---|---|---:|---|---:|---:|---|---:|",
+        "| RTT ms p50 / p95 / max | not returned | skipped | CPU cores: server media / detector / load gen | detector replicas | machine busy |",
+        "|---|---:|---:|---|---|---:|---|---:|---:|---|---:|---:|",
     ]
     for s in steps:
         c = s["cpu"]["cores"]
@@ -192,7 +192,7 @@ def sweep_table(steps: list[dict]) -> list[str]:
             f"| {_fmt(d['min'])} / {_fmt(d['mean'])} / {_fmt(d['max'])} | {_fmt(d['total'])} "
             f"| {_fmt(lat['p50'], 0)} / {_fmt(lat['p95'], 0)} / {_fmt(lat['max'], 0)} "
             f"| {s['not_returned']} | {s['skipped']} | {_fmt(media, 2)} / {det_txt} / {_fmt(c.get('loadgen'), 2)} "
-            f"| {_fmt(s['cpu'].get('system_busy'), 2)} |"
+            f"| {_fmt((s.get('detector') or {}).get('replicas'))} | {_fmt(s['cpu'].get('system_busy'), 2)} |"
         )
     return lines
 
@@ -204,6 +204,7 @@ def plots(results: dict, out: Path) -> dict[str, str]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return {}
     served, ref = _runs(results, "served"), _runs(results, "reference")
@@ -228,6 +229,7 @@ def plots(results: dict, out: Path) -> dict[str, str]:
             ax.plot(x, [s["delivered_fps"]["min"] for s in r_steps], "^--", color="tab:red", alpha=0.5, label="reference (slowest)")
         ax.axhline(min_fps, color="grey", lw=0.8, ls=":")
         ax.set_title(model)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("sessions (30 fps 640x480 each)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("per session, frames/s")
@@ -249,6 +251,7 @@ def plots(results: dict, out: Path) -> dict[str, str]:
             ax.plot(x, [s["latency_ms"]["p50"] for s in steps], "o--", color=color, alpha=0.5, label=f"{name} p50")
         ax.axhline(250, color="grey", lw=0.8, ls=":")
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(model)
         ax.set_xlabel("sessions")
         ax.grid(alpha=0.3, which="both")

@@ -9,6 +9,11 @@ from typing import Any, Optional
 
 LOOPBACK = "127.0.0.1"
 
+# Ray turns 127.0.0.1 into the machine's interface address unless told this is a
+# single-machine setup; read at `import ray`, so set before anything imports it.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -91,20 +91,26 @@ def machine_info() -> dict:
 
 
 # ----------------------------------------------------------------------------- parts
-async def session_sweep(target, model: str, opts: argparse.Namespace, extra: dict) -> list[dict]:
-    steps = []
+async def session_sweep(target, model: str, opts: argparse.Namespace, extra: dict, run: dict) -> None:
+    """Sessions 1, 2, ... into `run["steps"]` until the slowest session delivers less
+    than --min-fps, a session fails to connect, or --max-sessions; a step that fails
+    outright ends the sweep with `run["error"]`."""
     image = bench_image()
     for n in range(1, opts.max_sessions + 1):
-        step = await run_step(
-            target,
-            StepOptions(n, seconds=opts.seconds, warmup=opts.warmup, extra={"model": model, **extra}),
-            image,
-        )
+        try:
+            step = await run_step(
+                target,
+                StepOptions(n, seconds=opts.seconds, warmup=opts.warmup, extra={"model": model, **extra}),
+                image,
+            )
+        except Exception as exc:
+            run["error"] = f"step with {n} sessions failed: {type(exc).__name__}: {exc}"
+            say(f"{target.kind} {model}: {run['error']}")
+            return
         say(step_line(step))
-        steps.append(step)
+        run["steps"].append(step)
         if step["connected"] < n or (step["delivered_fps"]["min"] or 0) < opts.min_fps:
-            break
-    return steps
+            return
 
 
 def run_raw(models: list[str], opts: argparse.Namespace) -> dict:
@@ -142,7 +148,7 @@ def run_reference(models: list[str], opts: argparse.Namespace) -> dict:
             info = server.start()
             say(f"reference up: {model} at {server.url}")
             target = ReferenceTarget(server.url, info["pid"], info["component_id"], info["tick_fn_index"])
-            run["steps"] = asyncio.run(session_sweep(target, model, opts, {}))
+            asyncio.run(session_sweep(target, model, opts, {}, run))
         except Exception as exc:
             run["error"] = f"{type(exc).__name__}: {exc}"
             say(f"reference {model} failed: {run['error']}")
@@ -216,7 +222,7 @@ def run_served(models: list[str], opts: argparse.Namespace) -> dict:
                 target = ServedTarget(url, app_name, served.detector_stats_fn(app_name))
                 # A short throwaway step: first calls, handles, autoscaler.
                 asyncio.run(run_step(target, StepOptions(1, seconds=1.0, warmup=1.0)))
-                run["steps"] = asyncio.run(session_sweep(target, model, opts, {"max_batch_size": args.max_batch_size}))
+                asyncio.run(session_sweep(target, model, opts, {"max_batch_size": args.max_batch_size}, run))
                 if opts.handle_seconds > 0:
                     h = asyncio.run(handle_throughput(app_name, spec, opts.handle_concurrency, opts.handle_seconds))
                     h.update(model=model, replicas=served.running_replicas(app_name), max_batch_size=args.max_batch_size)
