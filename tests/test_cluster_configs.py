@@ -1,0 +1,102 @@
+"""The files under cluster/ stay true to the code: the committed `serve build` output
+matches a fresh one, and every Serve config (YAMLs and the RayService's embedded one)
+validates against Serve's schema and `AppArgs`. No Ray cluster needed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import ROOT
+
+CLUSTER = ROOT / "cluster"
+
+
+def normalised(config: dict) -> dict:
+    """Order-insensitive parts put in one order: `deployments` lists follow the app
+    graph's traversal, which is not part of the config's meaning; sort them by name."""
+    config = json.loads(json.dumps(config))
+    for app in config.get("applications", []):
+        app["deployments"] = sorted(app.get("deployments", []), key=lambda d: d["name"])
+    return config
+
+
+def serve_build(target: Path) -> float:
+    serve = shutil.which("serve") or str(Path(sys.executable).parent / "serve")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [serve, "build", "serve_app:default_app", "-o", str(target)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return time.monotonic() - started
+
+
+def test_committed_serve_build_output_is_current(tmp_path):
+    fresh = tmp_path / "serve-default.yaml"
+    elapsed = serve_build(fresh)
+    committed = yaml.safe_load((CLUSTER / "serve-default.yaml").read_text())
+    regenerated = yaml.safe_load(fresh.read_text())
+    assert normalised(committed) == normalised(regenerated), (
+        "cluster/serve-default.yaml is stale: run "
+        "`serve build serve_app:default_app -o cluster/serve-default.yaml` and commit it"
+    )
+    print(f"serve build took {elapsed:.1f} s")
+
+
+def serve_configs() -> list[tuple[str, dict]]:
+    configs = [(name, yaml.safe_load((CLUSTER / name).read_text()))
+               for name in ("serve-cpu.yaml", "serve-gpu.yaml", "serve-default.yaml")]
+    service = yaml.safe_load((CLUSTER / "rayservice.yaml").read_text())
+    assert service["kind"] == "RayService"
+    configs.append(("rayservice.yaml", yaml.safe_load(service["spec"]["serveConfigV2"])))
+    return configs
+
+
+@pytest.mark.parametrize("name,config", serve_configs(), ids=lambda v: v if isinstance(v, str) else "")
+def test_serve_configs_validate(name, config):
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve_app.args import AppArgs
+
+    schema = ServeDeploySchema.model_validate(config)
+    for app in schema.applications:
+        args = AppArgs.model_validate(app.args or {})
+        deployments = {d.name: d for d in app.deployments}
+        assert set(deployments) <= {"Ingress", "Detector"}, f"{name}: unknown deployment names"
+        detector = deployments.get("Detector")
+        if detector is not None and detector.autoscaling_config:
+            # A batch never exceeds the replica's ongoing requests: leave room for it.
+            limit = detector.max_ongoing_requests
+            if isinstance(limit, int):
+                assert limit >= args.max_batch_size, f"{name}: max_ongoing_requests below max_batch_size"
+        if name != "serve-default.yaml":
+            # Cluster configs pin media to a port range on nodes that have it open.
+            assert args.ice_port_min and args.ice_port_max, f"{name}: no UDP port range"
+            assert args.ingress_resources, f"{name}: ingress replicas are not pinned"
+
+
+def test_gpu_config_shares_gpus_between_detector_replicas():
+    config = yaml.safe_load((CLUSTER / "serve-gpu.yaml").read_text())
+    from serve_app.args import AppArgs
+
+    args = AppArgs.model_validate(config["applications"][0]["args"])
+    assert args.model == "onnx" and 0 < args.detector_num_gpus < 1
+
+
+def test_cluster_launcher_config_validates():
+    jsonschema = pytest.importorskip("jsonschema")
+    import ray
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    config = yaml.safe_load((CLUSTER / "cluster-launcher.yaml").read_text())
+    jsonschema.validate(config, schema)
+    media = config["available_node_types"]["media"]["resources"]
+    assert media.get("media_ports") == 1
