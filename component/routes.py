@@ -33,9 +33,16 @@ def process_snapshot() -> dict[str, int]:
     """What a leak would grow: open descriptors, threads and asyncio tasks."""
     try:
         fds = len(os.listdir("/proc/self/fd"))
+        with open("/proc/self/statm") as statm:
+            rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:  # not Linux
-        fds = -1
-    return {"fds": fds, "threads": threading.active_count(), "tasks": len(asyncio.all_tasks())}
+        fds = rss = -1
+    return {
+        "fds": fds,
+        "threads": threading.active_count(),
+        "tasks": len(asyncio.all_tasks()),
+        "rss_bytes": rss,
+    }
 
 
 def _check_token(request: Request, token: Optional[str]) -> None:

@@ -32,6 +32,9 @@ class ServedApp:
     args: "object"
 
 
+METRICS_PORT = free_port()
+
+
 @pytest.fixture(scope="session")
 def serve_instance():
     import ray
@@ -43,12 +46,21 @@ def serve_instance():
         include_dashboard=False,
         _node_ip_address=LOOPBACK,
         log_to_driver=os.environ.get("RAYRTC_TEST_RAY_LOGS") == "1",
+        _metrics_export_port=METRICS_PORT,
+        # Export metrics every second (default 10 s) so tests can watch them move.
+        _system_config={"metrics_report_interval_ms": 1000},
     )
     port = free_port()
     serve.start(http_options={"host": LOOPBACK, "port": port})
     yield f"http://{LOOPBACK}:{port}"
     serve.shutdown()
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def metrics_url(serve_instance) -> str:
+    """This node's Prometheus endpoint (Ray's metrics agent)."""
+    return f"http://{LOOPBACK}:{METRICS_PORT}/metrics"
 
 
 def deploy_app(base: str, name: str, prefix: str, **overrides) -> ServedApp:
