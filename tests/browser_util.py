@@ -22,7 +22,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import AsyncIterator, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -30,6 +30,8 @@ import numpy as np
 CHROMIUM = "/usr/bin/chromium"
 # A /16 of private addresses for the test's veth pairs; each run takes a free /30.
 VETH_POOL = ipaddress.ip_network("10.213.0.0/16")
+
+NETNS_PREFIX = "rtcbrowser"  # + the test process's pid
 
 CAMERA_SIZE = (640, 480)  # width, height of the fake camera
 CAMERA_FPS = 30
@@ -87,8 +89,9 @@ class Netns:
 
     @classmethod
     def create(cls) -> "Netns":
-        tag = f"{os.getpid() % 100000}"
-        name, host_if, ns_if = f"rtcbrowser{tag}", f"rtcb{tag}h", f"rtcb{tag}n"
+        remove_stale_namespaces()
+        tag = str(os.getpid())  # interface names: at most 15 characters
+        name, host_if, ns_if = f"{NETNS_PREFIX}{tag}", f"rtcb{tag}h", f"rtcb{tag}n"
         used = _used_ipv4()
         subnet = next(
             s for s in VETH_POOL.subnets(new_prefix=30) if not any(s.overlaps(u) for u in used)
@@ -118,6 +121,16 @@ class Netns:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
+def remove_stale_namespaces() -> None:
+    """Delete namespaces (and their veth pairs) left by test runs that were killed."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        name = line.split()[0] if line.split() else ""
+        pid = name[len(NETNS_PREFIX):]
+        if name.startswith(NETNS_PREFIX) and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            Netns(name, f"rtcb{pid}h", "", "").delete()
+
+
 def netns_unavailable_reason() -> Optional[str]:
     """Why browser tests cannot run here, or None."""
     if not Path(CHROMIUM).exists():
@@ -130,7 +143,7 @@ def netns_unavailable_reason() -> Optional[str]:
         return "iproute2 (`ip`) is not installed"
     if os.geteuid() != 0:
         return "creating a network namespace for Chromium needs root"
-    probe = f"rtcprobe{os.getpid() % 100000}"
+    probe = f"rtcprobe{os.getpid()}"
     done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if done.returncode != 0:
         return f"cannot create a network namespace: {done.stderr.strip()}"
@@ -203,7 +216,12 @@ def chromium_wrapper(netns: Netns, directory: Path) -> Path:
     return path
 
 
-def chromium_args(camera_file: Path, secure_origins: Sequence[str] = ()) -> list[str]:
+def chromium_args(camera_file: Path, secure_origins: Sequence[str] = (), fake_ui: bool = True) -> list[str]:
+    """Flags for a quiet, test-only Chromium with a fake camera playing `camera_file`.
+
+    `fake_ui` auto-accepts the camera prompt; without it prompts are denied, as a user
+    who refuses the camera would.
+    """
     args = [
         "--no-sandbox",
         "--disable-gpu",
@@ -212,7 +230,7 @@ def chromium_args(camera_file: Path, secure_origins: Sequence[str] = ()) -> list
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        "--use-fake-ui-for-media-stream",
+        "--use-fake-ui-for-media-stream" if fake_ui else "--deny-permission-prompts",
         f"--use-fake-device-for-media-stream=fps={CAMERA_FPS}",
         f"--use-file-for-fake-video-capture={camera_file}",
         # Headless tabs in the background must keep their timers and video running.
@@ -228,22 +246,24 @@ def chromium_args(camera_file: Path, secure_origins: Sequence[str] = ()) -> list
     return args
 
 
-@contextlib.contextmanager
-def browser_context(
-    playwright, netns: Netns, camera_file: Path, secure_origins: Sequence[str] = (), **kwargs
-) -> Iterator:
-    """A persistent Chromium context on a fresh profile, inside `netns`."""
+@contextlib.asynccontextmanager
+async def browser_context(
+    playwright, netns: Netns, camera_file: Path, secure_origins: Sequence[str] = (),
+    fake_ui: bool = True, **kwargs,
+) -> AsyncIterator:
+    """A persistent Chromium context (Playwright async API) on a fresh profile, inside
+    `netns`."""
     with tempfile.TemporaryDirectory(prefix="rtc-chromium-") as tmp:
         tmp_path = Path(tmp)
-        context = playwright.chromium.launch_persistent_context(
+        context = await playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"),
             executable_path=str(chromium_wrapper(netns, tmp_path)),
             headless=True,
-            args=chromium_args(camera_file, secure_origins),
+            args=chromium_args(camera_file, secure_origins, fake_ui),
             viewport={"width": 1000, "height": 900},
             **kwargs,
         )
         try:
             yield context
         finally:
-            context.close()
+            await context.close()

@@ -274,14 +274,16 @@ async function start() {
       throw { code: 'offer_failed' };
     }
     if (stale()) return;
-    if (!answer || answer.status === 'failed' || typeof answer.sdp !== 'string') {
-      const meta = (answer && answer.meta) || {};
+    if (answer && answer.status === 'failed') {
+      const meta = answer.meta || {};
       const code = meta.error || 'invalid_offer';
       let detail = '';
       if (code === 'concurrency_limit_reached' && meta.limit) detail = '(limit: ' + meta.limit + ' sessions)';
       if (code === 'rate_limited' && meta.retry_after_s) detail = '(retry in ' + Math.ceil(meta.retry_after_s) + ' s)';
       throw { code, detail };
     }
+    // No answer at all (Gradio's client hands back nothing on an HTTP error).
+    if (!answer || typeof answer.sdp !== 'string') throw { code: 'offer_failed' };
     await conn.setRemoteDescription({ sdp: answer.sdp, type: 'answer' });
     if (stale()) return;
     // The session's id is the component's value: events that take this component as
@@ -308,6 +310,12 @@ element.addEventListener('click', (ev) => {
 // After a re-render caused by Python (gr.update), restore what the template wiped.
 watch(['value', 'label', 'visible', 'height', 'width', 'mirror_webcam', 'mode', 'show_stats', 'time_limit',
   'track_constraints', 'rtc_configuration', 'connect_timeout'], paint);
+// A read-only handle for tests and debugging (e.g. `getStats()` from the console).
+element.rtc = Object.freeze({
+  get pc() { return pc; },
+  get state() { return ui.state; },
+  get reason() { return ui.reason; },
+});
 // A tab that goes away ends its session at once instead of leaving it to time out.
 window.addEventListener('pagehide', () => { if (pc) stop(); });
 paint();

@@ -1,0 +1,575 @@
+"""The WebRTC component in a real browser: headless Chromium (Playwright) with a fake
+camera playing a photo, against the app on Ray Serve and against a plain Gradio app.
+
+Network: Chromium runs in a network namespace made here and reaches the host only over
+a veth pair (see browser_util); the ingress gathers its ICE candidates on the host end
+of that pair, the page's HTTP goes through a forwarder on it. Nothing leaves the pair.
+
+Every wait is a condition with a deadline; page-side waits carry their own timeouts
+(Playwright's `evaluate` has none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.browser_util import (
+    CAMERA_SIZE,
+    Netns,
+    TcpForwarder,
+    browser_context,
+    camera_image,
+    netns_unavailable_reason,
+    write_y4m,
+)
+from tests.helpers import LOOPBACK, ROOT, free_port, photo, wait_for
+
+_SKIP = netns_unavailable_reason()
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")]
+
+ARTIFACTS = ROOT / "test-artifacts"
+MIN_FPS = 15
+# Where the page's offer goes: Gradio's server-function endpoint.
+OFFER_URL = re.compile(r".*/gradio_api/component_server/?$")
+# Figures measured on the way, written to test-artifacts/browser-metrics.json.
+METRICS: dict = {}
+
+# --- page-side helpers (each has its own deadline) ------------------------------------
+
+JS_HELPERS = r"""
+window.__rtcTest = {
+  root(id) { return document.querySelector('#' + id + ' .rtc-root').parentElement; },
+  async waitFor(check, timeoutMs, what) {
+    const end = performance.now() + timeoutMs;
+    let last;
+    while (performance.now() < end) {
+      last = await check();
+      if (last) return last;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error('timed out after ' + timeoutMs + ' ms waiting for ' + what + ' (last: ' + JSON.stringify(last) + ')');
+  },
+  async inbound(pc) {
+    let found = null;
+    (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'vid' + 'eo') found = s; });
+    return found;
+  },
+  async outbound(pc) {
+    let found = null;
+    (await pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'vid' + 'eo') found = s; });
+    return found;
+  },
+  // Decoded frames per second of the remote video, from getStats, over `ms`.
+  async fps(id, ms) {
+    const pc = this.root(id).rtc.pc;
+    const a = await this.inbound(pc), t0 = performance.now();
+    await new Promise((r) => setTimeout(r, ms));
+    const b = await this.inbound(pc), t1 = performance.now();
+    return { fps: (b.framesDecoded - a.framesDecoded) / ((t1 - t0) / 1000), width: b.frameWidth, height: b.frameHeight };
+  },
+  // Annotation-green pixels of the displayed remote frame, inside `box` (its edges,
+  // +-slack px) and outside it; box in camera pixels.
+  green(id, box, slack) {
+    const v = document.querySelector('#' + id + ' .rtc-remote');
+    if (!v.videoWidth) return null;
+    const c = document.createElement('canvas');
+    c.width = v.videoWidth; c.height = v.videoHeight;
+    const g = c.getContext('2d', { willReadFrequently: true });
+    g.drawImage(v, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    const [x1, y1, x2, y2] = box;
+    let near = 0, far = 0;
+    for (let y = 0; y < c.height; y += 1) {
+      for (let x = 0; x < c.width; x += 1) {
+        const i = (y * c.width + x) * 4;
+        if (!(d[i + 1] > 170 && d[i] < 110 && d[i + 2] < 110)) continue;
+        const inBand = x >= x1 - slack && x <= x2 + slack && y >= y1 - slack - 40 && y <= y2 + slack;
+        if (inBand) near += 1; else far += 1;
+      }
+    }
+    // Left edge coverage: rows of the box's left edge with green within +-slack.
+    let rows = 0, hit = 0;
+    for (let y = y1 + 10; y < y2 - 10; y += 4) {
+      rows += 1;
+      for (let x = Math.max(0, x1 - slack); x <= x1 + slack; x += 1) {
+        const i = (y * c.width + x) * 4;
+        if (d[i + 1] > 170 && d[i] < 110 && d[i + 2] < 110) { hit += 1; break; }
+      }
+    }
+    return { near, far, edge: rows ? hit / rows : 0, width: c.width, height: c.height };
+  },
+};
+"""
+
+
+async def page_wait(page, check_js: str, timeout_s: float, what: str, arg=None):
+    """Poll `check_js` (an expression over `arg`, may be async) inside the page."""
+    fn = f"""async (arg) => window.__rtcTest.waitFor(async () => {{ return ({check_js}); }},
+                                                     {int(timeout_s * 1000)}, {json.dumps(what)})"""
+    return await page.evaluate(fn, arg)
+
+
+async def status(page, elem_id: str) -> dict:
+    return await page.evaluate(
+        """(id) => { const s = document.querySelector('#' + id + ' .rtc-status');
+                     return { state: s.dataset.state, reason: s.dataset.reason || '', text: s.textContent }; }""",
+        elem_id,
+    )
+
+
+async def wait_state(page, elem_id: str, state: str, timeout_s: float) -> dict:
+    await page_wait(
+        page,
+        f"document.querySelector('#{elem_id} .rtc-status').dataset.state === {json.dumps(state)}",
+        timeout_s,
+        f"#{elem_id} to be {state}",
+    )
+    return await status(page, elem_id)
+
+
+async def new_page(context, url: str):
+    page = await context.new_page()
+    await page.add_init_script(JS_HELPERS)
+    page.on("console", lambda m: m.type == "error" and print(f"[page console] {m.text}"))
+    await page.goto(url)
+    await page.wait_for_selector(".rtc-toggle", timeout=20_000)
+    return page
+
+
+async def start(page, elem_id: str = "webrtc") -> float:
+    """Press Start; returns seconds from the click to `connected`."""
+    t0 = time.monotonic()
+    await page.click(f"#{elem_id} .rtc-toggle")
+    await wait_state(page, elem_id, "connected", 20)
+    return time.monotonic() - t0
+
+
+async def set_slider(page, value: float) -> None:
+    box = page.locator("#threshold input[type=number]")
+    await box.fill(str(value))
+    await box.press("Enter")
+
+
+# --- fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def record_metrics():
+    yield
+    if METRICS:
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "browser-metrics.json").write_text(json.dumps(METRICS, indent=2) + "\n")
+
+
+@pytest.fixture(scope="module")
+def netns():
+    ns = Netns.create()
+    try:
+        yield ns
+    finally:
+        ns.delete()
+
+
+@pytest.fixture(scope="module")
+def camera(tmp_path_factory):
+    """The fake camera's file and the face box the detector finds in it (camera px)."""
+    from deployments.models import ModelSpec, build_preprocessor, load_backend
+
+    frame = camera_image(photo("astronaut"))
+    path = write_y4m(tmp_path_factory.mktemp("camera") / "astronaut.y4m", frame)
+    spec = ModelSpec()
+    found = load_backend(spec).infer([build_preprocessor(spec)(frame)])[0]
+    assert len(found) == 1, found
+    w, h = CAMERA_SIZE
+    x1, y1, x2, y2 = found.items[0].box
+    return path, (int(x1 * w), int(y1 * h), int(x2 * w), int(y2 * h))
+
+
+@pytest.fixture(scope="module")
+def forwarder(serve_instance, netns):
+    """The Serve proxy (on loopback) as seen from the browser's namespace."""
+    port = urlparse(serve_instance).port
+    fwd = TcpForwarder(netns.host_ip, LOOPBACK, port).start()
+    yield f"http://{netns.host_ip}:{fwd.port}"
+    fwd.stop()
+
+
+def _app_args(netns: Netns, **overrides):
+    from serve_app import AppArgs
+
+    return AppArgs(
+        ice_host_addresses=[netns.host_ip],  # the ingress's candidates: on the veth pair only
+        detector_num_cpus=0.5,
+        detector_max_replicas=1,
+        default_threshold=0.3,
+        connect_timeout=5,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def browser_apps(serve_instance, netns, forwarder):
+    """Two apps on the session's Serve instance, deployed side by side (one wait):
+    `browser` (long time limit) and `browser_short` (4 s limit, one session)."""
+    from ray import serve
+    from ray.serve.api import RunTarget
+
+    from serve_app import app
+
+    specs = {
+        "browser": ("/browser", _app_args(netns, time_limit=120, max_sessions=4)),
+        "browser_short": ("/browser-short", _app_args(netns, time_limit=4, max_sessions=1)),
+    }
+    serve.run_many([RunTarget(app(args), name=name, route_prefix=prefix) for name, (prefix, args) in specs.items()])
+    return {
+        name: {"page": f"{forwarder}{prefix}/", "api": serve_instance + prefix, "args": args}
+        for name, (prefix, args) in specs.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def browser_app(browser_apps):
+    return browser_apps["browser"]
+
+
+@pytest.fixture(scope="module")
+def browser_short_app(browser_apps):
+    return browser_apps["browser_short"]
+
+
+@pytest.fixture(scope="module")
+async def playwright_instance():
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+async def context(playwright_instance, netns, camera, forwarder):
+    origins = [forwarder, f"http://{netns.host_ip}:{PLAIN_PORT}", f"http://{netns.host_ip}:{PLAIN_PORT + 1}"]
+    async with browser_context(playwright_instance, netns, camera[0], secure_origins=origins) as ctx:
+        yield ctx
+
+
+# Ports for the plain Gradio apps, known before Chromium starts (it must list them as
+# secure origins).
+PLAIN_PORT = free_port()
+
+
+async def active_sessions(api_url: str) -> int:
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+        resp = await http.get(api_url + "/webrtc/stats")
+    resp.raise_for_status()
+    return resp.json()["active"]
+
+
+# --- tests on Ray Serve --------------------------------------------------------------
+
+
+async def test_page_streams_annotated_video_and_the_slider_changes_it(context, browser_app, camera):
+    _, face = camera
+    page = await new_page(context, browser_app["page"])
+    try:
+        assert (await status(page, "webrtc"))["state"] == "idle"
+        connect_s = await start(page)
+        METRICS["serve_connect_s"] = round(connect_s, 3)
+
+        # The remote video plays at the camera's size and >= 15 fps (decoded, getStats).
+        await page_wait(page, "document.querySelector('#webrtc .rtc-remote').videoWidth > 0", 10, "remote video")
+        await page_wait(page, "(async () => ((await window.__rtcTest.inbound(window.__rtcTest.root('webrtc').rtc.pc)) || {}).framesDecoded > 10)()", 10, "frames decoded")
+        measured = await page.evaluate("window.__rtcTest.fps('webrtc', 3000)")
+        METRICS["serve_fps"] = round(measured["fps"], 1)
+        METRICS["serve_resolution"] = f"{measured['width']}x{measured['height']}"
+        assert measured["fps"] >= MIN_FPS, measured
+        assert (measured["width"], measured["height"]) == CAMERA_SIZE, measured
+
+        # Send side keeps resolution: the preference took, and the encoder sends full size.
+        sender = await page.evaluate(
+            """async () => { const pc = window.__rtcTest.root('webrtc').rtc.pc;
+                 const s = pc.getSenders().find((x) => x.track);
+                 const out = await window.__rtcTest.outbound(pc);
+                 return { pref: s.getParameters().degradationPreference, hint: s.track.contentHint,
+                          width: out.frameWidth, height: out.frameHeight }; }"""
+        )
+        assert sender["pref"] == "maintain-resolution", sender
+        assert (sender["width"], sender["height"]) == CAMERA_SIZE, sender
+
+        # The detector's box is in the displayed frames, around the face only.
+        drawn = await page_wait(
+            page, f"(() => {{ const g = window.__rtcTest.green('webrtc', {list(face)}, 6); return g && g.edge > 0.8 && g; }})()",
+            15, "the face box in the displayed video",
+        )
+        assert drawn["far"] < 0.02 * drawn["near"], drawn
+
+        # The stats line: fps, round trip on the data channel, detections.
+        stats = await page_wait(
+            page, "(() => { const d = document.querySelector('#webrtc .rtc-stats').dataset;"
+            " return d.fps && d.rtt && d.detections && { fps: +d.fps, rtt: +d.rtt, detections: +d.detections }; })()",
+            5, "the stats line",
+        )
+        METRICS["stats_line"] = stats
+        assert stats["detections"] == 1 and stats["fps"] > 0 and 0 <= stats["rtt"] < 1000, stats
+        stats_text = await page.text_content("#webrtc .rtc-stats")
+        assert re.fullmatch(r"\d+ fps · \d+ ms rtt · 1 detection", stats_text), stats_text
+        assert re.fullmatch(r"1[01]\d s left", await page.text_content("#webrtc .rtc-countdown"))
+        # The local preview is mirrored (mirror_webcam defaults to True), the result is not.
+        transforms = await page.evaluate(
+            """() => ['.rtc-local', '.rtc-remote'].map((c) => getComputedStyle(document.querySelector('#webrtc ' + c)).transform)"""
+        )
+        assert transforms == ["matrix(-1, 0, 0, 1, 0, 0)", "none"], transforms
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "page.png"))
+
+        # The slider reaches this session's fn: 0.95 hides the face (score ~0.7), 0 shows it.
+        await set_slider(page, 0.95)
+        await page_wait(
+            page, f"(() => {{ const g = window.__rtcTest.green('webrtc', {list(face)}, 6); return g && g.near + g.far < 20; }})()",
+            10, "no box at threshold 0.95",
+        )
+        await set_slider(page, 0)
+        await page_wait(
+            page, f"(() => {{ const g = window.__rtcTest.green('webrtc', {list(face)}, 6); return g && g.edge > 0.8; }})()",
+            10, "the box back at threshold 0",
+        )
+
+        # Stop: the page says so and the server lets the session go.
+        await page.click("#webrtc .rtc-toggle")
+        stopped = await wait_state(page, "webrtc", "idle", 5)
+        assert stopped["text"] == "Stopped"
+        assert await page.text_content("#webrtc .rtc-toggle") == "Start"
+        await wait_for(lambda: _zero(active_sessions(browser_app["api"])), 5, what="no session on the server")
+    finally:
+        await page.close()
+
+
+async def _zero(coro) -> bool:
+    return (await coro) == 0
+
+
+async def test_time_limit_ends_the_session_and_a_full_server_says_busy(context, browser_short_app):
+    limit = browser_short_app["args"].time_limit
+    first = await new_page(context, browser_short_app["page"])
+    second = await new_page(context, browser_short_app["page"])
+    try:
+        await start(first)
+        connected_at = time.monotonic()
+        assert re.fullmatch(r"[1-4] s left", await first.text_content("#webrtc .rtc-countdown"))
+
+        # The only slot is taken: the second tab is told so, with the limit.
+        await second.click("#webrtc .rtc-toggle")
+        busy = await wait_state(second, "webrtc", "error", 10)
+        assert busy["reason"] == "concurrency_limit_reached", busy
+        assert busy["text"].startswith("Server busy") and "(limit: 1 sessions)" in busy["text"], busy
+        assert await second.text_content("#webrtc .rtc-toggle") == "Start"
+
+        # The time limit ends the first session, in the page.
+        ended = await wait_state(first, "webrtc", "ended", limit + 5)
+        elapsed = time.monotonic() - connected_at
+        assert ended == {"state": "ended", "reason": "time_limit", "text": "Session ended: time limit reached."}
+        assert limit - 1 < elapsed < limit + 2, elapsed
+        assert await first.text_content("#webrtc .rtc-countdown") == ""
+        assert await first.text_content("#webrtc .rtc-toggle") == "Start"
+        await wait_for(lambda: _zero(active_sessions(browser_short_app["api"])), 5, what="the slot freed")
+
+        # The freed slot takes the second tab now.
+        await start(second)
+        await second.click("#webrtc .rtc-toggle")
+        await wait_state(second, "webrtc", "idle", 5)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_offer_failures_are_explained(context, browser_app):
+    from component.protocol import ErrorCode
+
+    page = await new_page(context, browser_app["page"])
+    try:
+        # A real one: the server rejects an offer whose SDP was mangled on the way.
+        async def mangle(route):
+            body = json.loads(route.request.post_data)
+            body["data"]["sdp"] = body["data"]["sdp"].replace("m=video", "m=vidx")
+            await route.continue_(post_data=json.dumps(body))
+
+        await page.route(OFFER_URL, mangle)
+        await page.click("#webrtc .rtc-toggle")
+        got = await wait_state(page, "webrtc", "error", 10)
+        assert got["reason"] == "invalid_offer", got
+        assert got["text"] == "The server could not accept this browser\u2019s connection offer.", got
+        await page.unroute(OFFER_URL)
+
+        # Every other failure code the server can answer, as the server would word it.
+        for code in ErrorCode:
+            await page.route(OFFER_URL, _answer_with({"status": "failed", "meta": {"error": code.value, "message": "test"}}))
+            await page.click("#webrtc .rtc-toggle")
+            got = await wait_state(page, "webrtc", "error", 10)
+            assert got["reason"] == code.value, (code, got)
+            assert not got["text"].startswith("Session ended: "), (code, got)  # a real message
+            await page.unroute(OFFER_URL)
+
+        # The offer request itself failing (server down, proxy error).
+        async def http_error(route):
+            await route.fulfill(status=502, body="bad gateway")
+
+        await page.route(OFFER_URL, http_error)
+        await page.click("#webrtc .rtc-toggle")
+        got = await wait_state(page, "webrtc", "error", 10)
+        assert got["reason"] == "offer_failed", got
+        await page.unroute(OFFER_URL)
+        # Nothing was left behind on the server by any of these.
+        assert await active_sessions(browser_app["api"]) == 0
+    finally:
+        await page.close()
+
+
+async def test_ice_that_never_connects_is_reported(context, browser_app):
+    """No usable candidate pair (as with UDP blocked): the page gives up at the
+    connect timeout with a message that points at the network."""
+    page = await new_page(context, browser_app["page"])
+    try:
+        async def no_candidates(route):
+            body = json.loads(route.request.post_data)
+            body["data"]["sdp"] = _strip_candidates(body["data"]["sdp"])
+            response = await route.fetch(post_data=json.dumps(body))
+            answer = await response.json()
+            answer["sdp"] = _strip_candidates(answer["sdp"])
+            await route.fulfill(response=response, body=json.dumps(answer))
+
+        await page.route(OFFER_URL, no_candidates)
+        t0 = time.monotonic()
+        await page.click("#webrtc .rtc-toggle")
+        got = await wait_state(page, "webrtc", "error", browser_app["args"].connect_timeout + 5)
+        assert got["reason"] in ("connect_timeout", "ice_failed"), got
+        assert "TURN" in got["text"], got
+        assert time.monotonic() - t0 < browser_app["args"].connect_timeout + 3
+        await wait_for(lambda: _zero(active_sessions(browser_app["api"])), 5, what="the server to drop it too")
+    finally:
+        await page.close()
+
+
+def _answer_with(body: dict):
+    async def handler(route):
+        await route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    return handler
+
+
+def _strip_candidates(sdp: str) -> str:
+    return "".join(l for l in sdp.splitlines(keepends=True) if not l.startswith("a=candidate:"))
+
+
+async def test_camera_permission_denied_is_explained(playwright_instance, netns, camera, browser_app):
+    """A browser whose user refuses the camera (no fake-UI auto-accept, prompts denied)."""
+    async with browser_context(
+        playwright_instance, netns, camera[0], fake_ui=False,
+        secure_origins=[urlparse(browser_app["page"])._replace(path="").geturl()],
+    ) as ctx:
+        page = await new_page(ctx, browser_app["page"])
+        await page.click("#webrtc .rtc-toggle")
+        got = await wait_state(page, "webrtc", "error", 10)
+        assert got["reason"] == "permission_denied", got
+        assert got["text"].startswith("Camera permission denied"), got
+
+
+# --- plain Gradio (no Ray) -----------------------------------------------------------
+
+
+@pytest.fixture
+def veth_ice(netns):
+    """Let this process's aiortc gather on the veth pair (for the in-process plain
+    Gradio apps), and put the test session's loopback setting back afterwards."""
+    from component.ice import IceConfig, current_process_settings, restore_process_settings
+
+    previous = current_process_settings()
+    yield IceConfig(host_addresses=(netns.host_ip,))
+    restore_process_settings(previous)
+
+
+async def test_plain_gradio_example_in_the_browser(context, netns, camera, veth_ice):
+    from tests.test_plain_gradio import load_example
+
+    _, face = camera
+    demo = load_example().build_demo(rtc_configuration=veth_ice, time_limit=30)
+    demo.launch(server_name=netns.host_ip, server_port=PLAIN_PORT, prevent_thread_lock=True, quiet=True)
+    page = await new_page(context, f"http://{netns.host_ip}:{PLAIN_PORT}/")
+    try:
+        await start(page)
+        await page_wait(
+            page, f"(() => {{ const g = window.__rtcTest.green('webrtc', {list(face)}, 6); return g && g.edge > 0.8; }})()",
+            15, "the local model's face box",
+        )
+        measured = await page.evaluate("window.__rtcTest.fps('webrtc', 2000)")
+        METRICS["plain_gradio_fps"] = round(measured["fps"], 1)
+        assert measured["fps"] >= MIN_FPS, measured
+        await set_slider(page, 0.95)
+        await page_wait(
+            page, f"(() => {{ const g = window.__rtcTest.green('webrtc', {list(face)}, 6); return g && g.near + g.far < 20; }})()",
+            10, "no box at threshold 0.95",
+        )
+    finally:
+        await page.close()
+        demo.close()
+
+
+async def test_component_parameters_in_the_browser(context, netns, veth_ice):
+    import gradio as gr
+
+    from component import Detections, WebRTC
+
+    with gr.Blocks() as demo:
+        a = WebRTC(label="Camera A", elem_id="cam-a", rtc_configuration=veth_ice)
+        ticks = gr.Number(value=0, elem_id="ticks")
+        b = WebRTC(
+            label="Camera B", show_label=False, elem_id="cam-b", elem_classes=["my-cam"], height=200,
+            width=300, mirror_webcam=False, show_stats=False, rtc_configuration=veth_ice,
+        )
+        WebRTC(label="Hidden", elem_id="cam-c", visible=False)
+        a.stream(fn=lambda frame: Detections(), inputs=[a], outputs=[a], time_limit=30)
+        b.stream(fn=lambda frame: None, inputs=[b], outputs=[b], time_limit=30)
+        a.tick(lambda n: (n or 0) + 1, inputs=[ticks], outputs=[ticks])
+    port = PLAIN_PORT + 1
+    demo.launch(server_name=netns.host_ip, server_port=port, prevent_thread_lock=True, quiet=True)
+    page = await new_page(context, f"http://{netns.host_ip}:{port}/")
+    try:
+        # label / show_label: Gradio's block label.
+        assert "Camera A" in await page.inner_text("#cam-a")
+        assert "Camera B" not in await page.inner_text("#cam-b")
+        # elem_classes, height, width.
+        assert "my-cam" in (await page.get_attribute("#cam-b", "class")).split()
+        stage = await page.locator("#cam-b .rtc-stage").bounding_box()
+        assert (round(stage["width"]), round(stage["height"])) == (300, 200), stage
+        # visible=False: not shown.
+        assert not await page.locator("#cam-c .rtc-root").is_visible()
+        # mirror_webcam=False and show_stats=False on B.
+        b_style = await page.evaluate(
+            """() => [getComputedStyle(document.querySelector('#cam-b .rtc-local')).transform,
+                      getComputedStyle(document.querySelector('#cam-b .rtc-stats')).display]"""
+        )
+        assert b_style == ["none", "none"], b_style
+        # Two instances on one page stream independently; `tick` fires while connected.
+        await start(page, "cam-a")
+        await start(page, "cam-b")
+        await page_wait(page, "+document.querySelector('#ticks input').value >= 2", 5, "two ticks")
+        await page.click("#cam-a .rtc-toggle")
+        await wait_state(page, "cam-a", "idle", 5)
+        assert (await status(page, "cam-b"))["state"] == "connected"
+        # No tick once stopped.
+        n = int(await page.input_value("#ticks input"))
+        await page.click("#cam-b .rtc-toggle")
+        await wait_state(page, "cam-b", "idle", 5)
+        await asyncio.sleep(1.5)  # a window in which a stray tick would land
+        assert int(await page.input_value("#ticks input")) <= n + 1
+    finally:
+        await page.close()
+        demo.close()
