@@ -46,10 +46,24 @@ class CameraFrame:
     def bgr(self) -> np.ndarray:
         """The frame as HxWx3 uint8 BGR; read-only, shared: copy before writing."""
         with self._lock:
-            if self._bgr is None:
-                self._bgr = self.frame.to_ndarray(format="bgr24")
-                self._bgr.flags.writeable = False
-            return self._bgr
+            return self._bgr_locked()
+
+    def _bgr_locked(self) -> np.ndarray:
+        if self._bgr is None:
+            self._bgr = self.frame.to_ndarray(format="bgr24")
+            self._bgr.flags.writeable = False
+        return self._bgr
+
+    def passthrough(self) -> VideoFrame:
+        """A new frame with the same pixels, for the encoder: the decoded frame itself
+        is never handed to another thread while ours may still convert it."""
+        with self._lock:
+            if self.frame.format.name == "yuv420p":
+                out = VideoFrame.from_ndarray(self.frame.to_ndarray(format="yuv420p"), format="yuv420p")
+            else:
+                out = VideoFrame.from_ndarray(self._bgr_locked(), format="bgr24")
+        out.pts, out.time_base = self.frame.pts, self.frame.time_base
+        return out
 
 
 class Closed(Exception):
@@ -115,7 +129,7 @@ async def pump_latest(
 
 def _annotate(camera: CameraFrame, detections: Optional[Detections]) -> VideoFrame:
     if not detections:
-        return camera.frame
+        return camera.passthrough()
     image = camera.bgr().copy()
     draw_detections(image, detections)
     out = VideoFrame.from_ndarray(image, format="bgr24")
