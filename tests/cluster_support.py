@@ -19,8 +19,9 @@ REPLICA_HEADER = "x-rayrtc-replica"  # set by the ingress on every response
 
 
 def app_args(**overrides: Any) -> dict[str, Any]:
-    """AppArgs for a test app on loopback; switches off offer rate limiting where the
-    app has it (tests open sessions back to back)."""
+    """AppArgs for a test app on loopback; switches off offer rate limiting (tests
+    open sessions back to back) and the idle-client timeout (a starved CI machine can
+    stall a test client's camera for seconds) where the app has them."""
     from serve_app.args import AppArgs
 
     base: dict[str, Any] = {
@@ -28,8 +29,9 @@ def app_args(**overrides: Any) -> dict[str, Any]:
         "detector_num_cpus": 0.25,
         "detector_max_replicas": 1,
     }
-    if "offer_rate_per_s" in AppArgs.model_fields:
-        base["offer_rate_per_s"] = None
+    for optional in ("offer_rate_per_s", "idle_timeout"):
+        if optional in AppArgs.model_fields:
+            base[optional] = None
     base.update(overrides)
     return base
 

@@ -153,6 +153,7 @@ def main(temp_dir: str) -> dict:
 
     from component.ice import set_host_addresses
     from serve_app import AppArgs, app
+    from tests.cluster_support import app_args
 
     set_host_addresses([LOOPBACK])
     ray.init(address=f"{LOOPBACK}:{gcs_port}", log_to_driver=False)
@@ -164,16 +165,14 @@ def main(temp_dir: str) -> dict:
     t0 = time.monotonic()
     # One proxy, on the head: both nodes share this machine's ports.
     serve.start(proxy_location="HeadOnly", http_options={"host": LOOPBACK, "port": http_port})
-    args = AppArgs(
-        ice_host_addresses=[LOOPBACK],
+    args = AppArgs(**app_args(
         detector_num_cpus=0.5,
         detector_min_replicas=2,
         detector_max_replicas=2,
         detector_resources={"detector_node": 1},
         ingress_resources={"ingress_node": 1},
         time_limit=60,
-        **({"offer_rate_per_s": None} if "offer_rate_per_s" in AppArgs.model_fields else {}),
-    )
+    ))
     serve.run(app(args), name="two", route_prefix="/")
     timings["serve_up_s"] = round(time.monotonic() - t0, 1)
 

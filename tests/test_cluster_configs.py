@@ -100,3 +100,41 @@ def test_cluster_launcher_config_validates():
     jsonschema.validate(config, schema)
     media = config["available_node_types"]["media"]["resources"]
     assert media.get("media_ports") == 1
+
+
+# --- AppArgs -> deployment options --------------------------------------------------------
+def test_cluster_args_validate_with_their_names():
+    from serve_app.args import AppArgs
+
+    for bad, message in [
+        ({"ice_port_min": 40000}, "ice_port_min and ice_port_max"),
+        ({"ice_port_min": 40010, "ice_port_max": 40000}, "exceeds ice_port_max"),
+        ({"ice_advertised_address": "my.host"}, "ice_advertised_address"),
+        ({"ingress_router": "random"}, "ingress_router"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            AppArgs(**bad)
+    # CLI form: `serve run serve_app:app ingress_resources='{"media_ports": 1}' ice_port_min=40000 ...`
+    args = AppArgs(ingress_resources='{"media_ports": 1}', ice_port_min="40000", ice_port_max="40099",
+                   ice_advertised_address="203.0.113.7", detector_look_back_period_s="null")
+    ice = args.ice()
+    assert (ice.port_range, ice.advertised_address) == ((40000, 40099), "203.0.113.7")
+    assert args.ingress_resources == {"media_ports": 1.0}
+
+
+def test_builder_pins_ingress_and_sets_the_router():
+    from serve_app import CONSISTENT_HASH_ROUTER, AppArgs, app
+
+    built = app(AppArgs(ingress_replicas=3, ingress_resources={"media_ports": 1}, detector_look_back_period_s=12))
+    ingress = built._bound_deployment
+    assert ingress.num_replicas == 3
+    assert ingress.ray_actor_options["resources"] == {"media_ports": 1}
+    router = ingress._deployment_config.request_router_config
+    assert router.request_router_class == CONSISTENT_HASH_ROUTER
+    assert router.request_router_kwargs == {"num_fallback_replicas": 0}
+    assert AppArgs(detector_look_back_period_s=12).detector_autoscaling()["look_back_period_s"] == 12
+    assert "look_back_period_s" not in AppArgs().detector_autoscaling()  # Serve's default
+
+    plain = app(AppArgs(ingress_router="power_of_two"))._bound_deployment
+    assert "resources" not in plain.ray_actor_options
+    assert plain._deployment_config.request_router_config.request_router_class != CONSISTENT_HASH_ROUTER

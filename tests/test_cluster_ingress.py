@@ -69,6 +69,16 @@ async def open_session(url: str, image: np.ndarray, webrtc_id: str, threshold: f
     return client
 
 
+async def expect_frames(c: StickyClient, count: int, timeout: float = 20) -> None:
+    try:
+        await c.wait_frames(count, timeout=timeout)
+    except TimeoutError as exc:
+        raise AssertionError(
+            f"session {c.webrtc_id[:8]} on {c.replica}: {exc}; state {c.pc.connectionState}, "
+            f"messages {c.messages[-3:]}, connected {time.monotonic() - c.connected_at:.1f} s ago"
+        ) from None
+
+
 async def check_parameters(clients: list[StickyClient], timeout: float = 15) -> None:
     for c in clients:
         check = (lambda c=c: no_box(c)) if c.threshold > 0.9 else (lambda c=c: box_drawn(c))
@@ -124,6 +134,7 @@ async def test_sessions_keep_parameters_and_limits_while_ingress_replicas_change
         deploy_declarative("sticky", "/sticky", args, [{"name": "Ingress", "num_replicas": 2}])
         two = [r["replica_id"] for r in wait_replicas("sticky", "Ingress", 2, timeout=90)]
         report["deploy_s"] = round(time.monotonic() - t0, 1)
+        print("sticky: two replicas", two)
 
         # Two sessions per replica, one hiding its box (0.95), one showing it (0.0).
         for owner in two:
@@ -139,6 +150,7 @@ async def test_sessions_keep_parameters_and_limits_while_ingress_replicas_change
         deploy_declarative("sticky", "/sticky", args, [{"name": "Ingress", "num_replicas": 3}])
         three = [r["replica_id"] for r in wait_replicas("sticky", "Ingress", 3, timeout=60)]
         report["scale_up_s"] = round(time.monotonic() - t0, 1)
+        print("sticky: three replicas", three, report)
         assert set(two) < set(three), "adding a replica restarted the running ones"
         (new,) = set(three) - set(two)
         for webrtc_id, threshold in zip(ids_owned_by(new, three, 2), (0.95, 0.0)):
@@ -147,7 +159,7 @@ async def test_sessions_keep_parameters_and_limits_while_ingress_replicas_change
             assert client.replica == new
             clients.append(client)
         for c in clients:
-            await c.wait_frames(FPS)
+            await expect_frames(c, FPS)
         await check_parameters(clients)
 
         # Back to two: one replica goes, and with it its sessions, told why.
@@ -168,7 +180,7 @@ async def test_sessions_keep_parameters_and_limits_while_ingress_replicas_change
         # Survivors never noticed: frames keep coming, parameters unchanged.
         for c in kept:
             assert not c.ended.is_set(), c.messages
-            await c.wait_frames(2 * FPS)
+            await expect_frames(c, 2 * FPS)
         await check_parameters(kept)
 
         # Each survivor ends at its own time limit, counted from its own connection.
