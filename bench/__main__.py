@@ -6,9 +6,9 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    commands = {"run": "bench.sweep", "loadgen": "bench.loadgen", "raw": "bench.models_raw"}
+    commands = {"run": "bench.sweep", "loadgen": "bench.loadgen", "raw": "bench.models_raw", "report": "bench.report"}
     if not argv or argv[0] not in commands:
-        print("usage: python -m bench {run|loadgen|raw} [--help]", file=sys.stderr)
+        print("usage: python -m bench {run|loadgen|raw|report} [--help]", file=sys.stderr)
         return 2
     import importlib
 

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.procs import CpuMeter, serve_patterns  # noqa: E402
+from bench.procs import CpuMeter, loadavg, serve_patterns  # noqa: E402
 from component.client import ImageTrack, OfferRejected, StreamClient, read_frame_id, stamp_frame_id  # noqa: E402
 from component.ice import IceConfig, set_host_addresses  # noqa: E402
 
@@ -508,6 +508,7 @@ async def run_step(target: Target, opts: StepOptions, image: Optional[np.ndarray
         "ingress_cores_per_session": round(ingress / opts.sessions, 3) if ingress is not None else None,
         "detector": _detector_delta(det_before, det_after, window),
         "drained": drained,
+        "loadavg": loadavg(),  # at the step's end: other work on the machine shows here
         "failures": failures,
         "per_session": sessions,
     }
