@@ -34,6 +34,7 @@ const MESSAGES = {
   server_shutdown: 'Session ended: the server is restarting.',
   closed_by_server: 'Session ended by the server.',
   internal_error: 'Session ended: the server hit an internal error.',
+  client_stop: 'Stopped.',
   // the page's own failures
   ice_failed: 'Connection failed (ICE): no network path to the server. A TURN server may be needed.',
   ice_gathering_timeout: 'Network setup took too long.',
@@ -45,7 +46,7 @@ const MESSAGES = {
   error: 'Could not start the stream:',
 };
 // Reasons that are a normal end rather than an error.
-const ENDED = new Set(['time_limit', 'server_shutdown', 'closed_by_server', 'connection_closed', 'client_gone']);
+const ENDED = new Set(['time_limit', 'server_shutdown', 'closed_by_server', 'connection_closed', 'client_gone', 'client_stop']);
 
 let pc = null, channel = null, localStream = null, remoteStream = null;
 let connectedAt = null, connectTimer = null, uiTimer = null, statsTimer = null, pingTimer = null, tickTimer = null;
@@ -249,8 +250,11 @@ async function start() {
       conn.addTransceiver(VIDEO_KIND, { direction: 'recvonly' });
     }
     conn.addEventListener('track', (ev) => { if (conn === pc) { remoteStream.addTrack(ev.track); paint(); } });
-    channel = conn.createDataChannel('control');
-    channel.addEventListener('message', onControl);
+    const ch = conn.createDataChannel('control');
+    channel = ch;
+    // Messages still in flight on a channel this page already let go (e.g. the
+    // server's "end" in reply to our own "stop") must not touch the new state.
+    ch.addEventListener('message', (ev) => { if (ch === channel) onControl(ev); });
     conn.addEventListener('connectionstatechange', () => {
       if (conn !== pc) return;
       const s = conn.connectionState;
