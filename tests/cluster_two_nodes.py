@@ -72,9 +72,28 @@ def stop_cluster(temp_dir: str, grace: float = 5.0) -> int:
     return len(pids)
 
 
+# `ray start` for the second node. Ray keeps 127.0.0.1 as a node's address only while
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 ("single machine": otherwise it swaps loopback for
+# the machine's interface address), and in that mode refuses to join a second node.
+# This runs the same CLI with only those two decisions changed, so both nodes, the GCS
+# and every worker stay on loopback.
+JOIN_ON_LOOPBACK = """
+import sys
+import ray._private.ray_constants as constants
+import ray._private.services as services
+constants.ENABLE_RAY_CLUSTER = True
+_resolve = services.resolve_ip_for_localhost
+services.resolve_ip_for_localhost = lambda host: host if host.split(":")[0] == "127.0.0.1" else _resolve(host)
+from ray.scripts.scripts import main
+sys.argv[0] = "ray"
+sys.exit(main())
+"""
+
+
 def ray_env(token: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
         RAY_USAGE_STATS_ENABLED="0",
         # A private token for this cluster only (never written to ~/.ray).
         RAY_AUTH_MODE="token",
@@ -84,10 +103,9 @@ def ray_env(token: str) -> dict[str, str]:
     return env
 
 
-def ray_start(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["ray", "start", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
+def ray_start(args: list[str], env: dict[str, str], timeout: float, join: bool = False) -> subprocess.CompletedProcess:
+    cli = [sys.executable, "-c", JOIN_ON_LOOPBACK] if join else [sys.executable, "-m", "ray.scripts.scripts"]
+    return subprocess.run([*cli, "start", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 async def stream(url: str, seconds: float) -> list[dict]:
@@ -140,13 +158,14 @@ def main(temp_dir: str) -> dict:
     worker = ray_start(
         ["--address", f"{LOOPBACK}:{gcs_port}", "--dashboard-agent-listen-port", str(free_port()),
          "--resources", json.dumps({"detector_node": 2}), *common],
-        env, timeout=90,
+        env, timeout=90, join=True,
     )
     if worker.returncode != 0:
         return {"skip": f"ray start (second node) failed here: {(worker.stderr or worker.stdout)[-800:]}"}
     timings = {"ray_start_s": round(time.monotonic() - started, 1)}
 
-    os.environ.update({k: env[k] for k in ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")})
+    os.environ.update({k: env[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED",
+                                           "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")})
     import ray
     from ray import serve
     from ray.serve.context import _get_global_client
@@ -157,7 +176,9 @@ def main(temp_dir: str) -> dict:
 
     set_host_addresses([LOOPBACK])
     ray.init(address=f"{LOOPBACK}:{gcs_port}", log_to_driver=False)
-    nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    nodes = {n["NodeID"]: n["Resources"] for n in alive}
+    node_addresses = sorted({n["NodeManagerAddress"] for n in alive})
     detector_nodes = [nid for nid, res in nodes.items() if res.get("detector_node")]
     ingress_nodes = [nid for nid, res in nodes.items() if res.get("ingress_node")]
 
@@ -189,6 +210,7 @@ def main(temp_dir: str) -> dict:
     ray.shutdown()
     return {
         "nodes": sorted(nodes),
+        "node_addresses": node_addresses,
         "detector_nodes": detector_nodes,
         "ingress_nodes": ingress_nodes,
         "placement": placement,

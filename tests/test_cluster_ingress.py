@@ -96,7 +96,7 @@ async def test_session_cap_holds_per_ingress_replica(serve_instance, face):
     url = serve_instance + "/cap"
     clients: list[StickyClient] = []
     try:
-        owners = [r["replica_id"] for r in wait_replicas("cap", "Ingress", 2, timeout=60)]
+        owners = [r["replica_id"] for r in wait_replicas("cap", "Ingress", 2, timeout=120)]
         for owner in owners:
             first, second = ids_owned_by(owner, owners, 2)
             await wait_routed_to(url, owner, first)
@@ -132,7 +132,7 @@ async def test_sessions_keep_parameters_and_limits_while_ingress_replicas_change
     try:
         t0 = time.monotonic()
         deploy_declarative("sticky", "/sticky", args, [{"name": "Ingress", "num_replicas": 2}])
-        two = [r["replica_id"] for r in wait_replicas("sticky", "Ingress", 2, timeout=90)]
+        two = [r["replica_id"] for r in wait_replicas("sticky", "Ingress", 2, timeout=150)]
         report["deploy_s"] = round(time.monotonic() - t0, 1)
         print("sticky: two replicas", two)
 
@@ -191,7 +191,9 @@ async def test_sessions_keep_parameters_and_limits_while_ingress_replicas_change
             lateness.append(round(c.ended_at - (c.connected_at + limit), 2))
             assert c.messages[-1] == {"type": "end", "reason": "time_limit"}, c.messages
         report["time_limit_lateness_s"] = lateness
-        assert all(-1.0 < late < 1.5 for late in lateness), lateness
+        # Measured from the client's side of `connected` (+-1 poll) to the end message's
+        # arrival; slack for a loaded 2-core CI machine.
+        assert all(-1.5 < late < 3.0 for late in lateness), lateness
         print("ingress scaling:", report)
     finally:
         await asyncio.gather(*(c.close() for c in clients))

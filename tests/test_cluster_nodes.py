@@ -52,6 +52,7 @@ def test_two_node_cluster_places_detectors_on_the_detector_node():
     print("two-node cluster:", json.dumps({k: result[k] for k in ("placement", "sessions", "timings")}))
 
     assert len(result["nodes"]) == 2
+    assert result["node_addresses"] == ["127.0.0.1"], "a Ray node left loopback"
     (detector_node,) = result["detector_nodes"]
     (ingress_node,) = result["ingress_nodes"]
     assert detector_node != ingress_node
