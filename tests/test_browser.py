@@ -235,10 +235,12 @@ def browser_apps(serve_instance, netns, forwarder):
         "browser_short": ("/browser-short", _app_args(netns, time_limit=4, max_sessions=1)),
     }
     serve.run_many([RunTarget(app(args), name=name, route_prefix=prefix) for name, (prefix, args) in specs.items()])
-    return {
+    yield {
         name: {"page": f"{forwarder}{prefix}/", "api": serve_instance + prefix, "args": args}
         for name, (prefix, args) in specs.items()
     }
+    for name in specs:  # free the cores for the test modules after this one
+        serve.delete(name)
 
 
 @pytest.fixture(scope="module")
@@ -261,14 +263,14 @@ async def playwright_instance():
 
 @pytest.fixture(scope="module")
 async def context(playwright_instance, netns, camera, forwarder):
-    origins = [forwarder, f"http://{netns.host_ip}:{PLAIN_PORT}", f"http://{netns.host_ip}:{PLAIN_PORT + 1}"]
+    origins = [forwarder, *(f"http://{netns.host_ip}:{port}" for port in PLAIN_PORTS)]
     async with browser_context(playwright_instance, netns, camera[0], secure_origins=origins) as ctx:
         yield ctx
 
 
 # Ports for the plain Gradio apps, known before Chromium starts (it must list them as
 # secure origins).
-PLAIN_PORT = free_port()
+PLAIN_PORTS = (free_port(), free_port())
 
 
 async def active_sessions(api_url: str) -> int:
@@ -506,8 +508,8 @@ async def test_plain_gradio_example_in_the_browser(context, netns, camera, veth_
 
     _, face = camera
     demo = load_example().build_demo(rtc_configuration=veth_ice, time_limit=30)
-    demo.launch(server_name=netns.host_ip, server_port=PLAIN_PORT, prevent_thread_lock=True, quiet=True)
-    page = await new_page(context, f"http://{netns.host_ip}:{PLAIN_PORT}/")
+    demo.launch(server_name=netns.host_ip, server_port=PLAIN_PORTS[0], prevent_thread_lock=True, quiet=True)
+    page = await new_page(context, f"http://{netns.host_ip}:{PLAIN_PORTS[0]}/")
     try:
         await start(page)
         await page_wait(
@@ -546,7 +548,7 @@ async def test_component_parameters_in_the_browser(context, netns, veth_ice):
         a.stream(fn=lambda frame: Detections(), inputs=[a], outputs=[a], time_limit=30)
         b.stream(fn=lambda frame: None, inputs=[b], outputs=[b], time_limit=30)
         a.tick(lambda n: (n or 0) + 1, inputs=[ticks], outputs=[ticks])
-    port = PLAIN_PORT + 1
+    port = PLAIN_PORTS[1]
     demo.launch(server_name=netns.host_ip, server_port=port, prevent_thread_lock=True, quiet=True)
     page = await new_page(context, f"http://{netns.host_ip}:{port}/")
     try:
