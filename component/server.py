@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 from aiortc import RTCPeerConnection
 
 from component.ice import IceConfig, set_host_addresses, strip_mdns_candidates
+from component.memory import release_free_memory
 from component.metrics import StreamMetrics
 from component.ratelimit import RateLimiter
 from component.protocol import ErrorCode, OfferAnswer, OfferError, parse_offer
@@ -24,6 +25,9 @@ from component.scheduler import StreamFn
 from component.session import Session, SessionLimits
 
 log = logging.getLogger("rayrtc.server")
+
+# Least seconds between two returns of freed memory to the OS (see `component.memory`).
+TRIM_INTERVAL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class StreamServer:
             RateLimiter(config.offer_rate, config.offer_burst) if config.offer_rate else None
         )
         self._sessions: dict[str, Session] = {}
+        self._trim_pending = False
         self._executor: Optional[ThreadPoolExecutor] = None
         if ice.host_addresses:
             set_host_addresses(ice.host_addresses)
@@ -183,6 +188,21 @@ class StreamServer:
         if self._sessions.get(session.webrtc_id) is session:
             del self._sessions[session.webrtc_id]
         self.metrics.sessions_active(len(self._sessions))
+        self._schedule_trim()
+
+    def _schedule_trim(self) -> None:
+        """Trim freed frame memory once things calm down: at most one trim per
+        `TRIM_INTERVAL_S`, in a worker thread."""
+        if self._trim_pending:
+            return
+        self._trim_pending = True
+        loop = asyncio.get_running_loop()
+
+        def trim() -> None:
+            self._trim_pending = False
+            loop.run_in_executor(None, release_free_memory)
+
+        loop.call_later(TRIM_INTERVAL_S, trim)
 
     def _media_executor(self) -> ThreadPoolExecutor:
         if self._executor is None:

@@ -135,7 +135,12 @@ class Session:
         idle = self.limits.idle_timeout
         if idle is None or self._closing is not None:
             return
-        last = self.last_frame_at or self.connected_at or self.created_at
+        if self.last_frame_at is None:
+            # No frame yet: a loaded decoder can take seconds to produce the first one,
+            # so a silent start gets the connect timeout, not the idle timeout.
+            last, idle = self.connected_at or self.created_at, max(idle, self.limits.connect_timeout)
+        else:
+            last = self.last_frame_at
         if time.monotonic() - last > idle:
             self.close("client_gone")
         else:
