@@ -117,9 +117,12 @@ class StreamClient:
         webrtc_id: Optional[str] = None,
         measure_latency: bool = False,
         offer_path: str = "/webrtc/offer",
+        headers: Optional[dict[str, str]] = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.offer_path = offer_path
+        # e.g. {"x-session-id": webrtc_id} for sticky routing, or an Authorization header.
+        self.headers = dict(headers or {})
         self.webrtc_id = webrtc_id or uuid.uuid4().hex
         self.ice = ice or IceConfig()
         self.track = ImageTrack(image, fps, stamp_ids=measure_latency)
@@ -172,7 +175,7 @@ class StreamClient:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         body = {"sdp": self.pc.localDescription.sdp, "type": "offer", "webrtc_id": self.webrtc_id}
         async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
-            resp = await http.post(self.base_url + self.offer_path, json=body)
+            resp = await http.post(self.base_url + self.offer_path, json=body, headers=self.headers)
         data = resp.json()
         if resp.status_code != 200:
             await self.close()

@@ -26,6 +26,7 @@ class ErrorCode(str, Enum):
     UNKNOWN_SESSION = "unknown_session"
     RATE_LIMITED = "rate_limited"
     UNAUTHORIZED = "unauthorized"
+    NO_MEDIA_PORT = "no_media_port"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -36,6 +37,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNKNOWN_SESSION: 404,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.NO_MEDIA_PORT: 503,
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 from aiortc import RTCPeerConnection
 
-from component.ice import IceConfig, set_host_addresses, strip_mdns_candidates
+from component.ice import IceConfig, apply_process_settings, strip_mdns_candidates
 from component.memory import release_free_memory
 from component.metrics import StreamMetrics
 from component.ratelimit import RateLimiter
@@ -72,8 +72,9 @@ class StreamServer:
         self._sessions: dict[str, Session] = {}
         self._trim_pending = False
         self._executor: Optional[ThreadPoolExecutor] = None
-        if ice.host_addresses:
-            set_host_addresses(ice.host_addresses)
+        # Conditional: an empty config must not undo settings the host already applied.
+        if ice.host_addresses or ice.port_range or ice.advertised_address:
+            apply_process_settings(ice)
 
     def configure(self, metrics: Optional[StreamMetrics] = None, **changes: Any) -> None:
         """Apply host-level settings that the reference `webrtc_stream` API has no
@@ -158,6 +159,13 @@ class StreamServer:
         except Exception as exc:
             await session.close("invalid_offer")
             raise OfferError(ErrorCode.INVALID_OFFER, f"offer rejected: {exc}") from None
+        if "a=candidate:" not in sdp:
+            # aioice only logs when it cannot bind (e.g. the UDP port range is used up):
+            # an answer without candidates could never connect, so say so now.
+            await session.close("no_media_port")
+            raise OfferError(
+                ErrorCode.NO_MEDIA_PORT, "no UDP port available for media on this server; try again later"
+            )
         log.info("session %s: answered (%d active)", req.webrtc_id, len(self._sessions))
         return OfferAnswer(sdp=sdp, webrtc_id=req.webrtc_id)
 

@@ -166,6 +166,18 @@ class Session:
             self.send(pong)
         elif kind == "stop":
             self.close("client_stop")
+        elif kind == "inputs":
+            self._inputs_message(data.get("values"))
+
+    def _inputs_message(self, values: Any) -> None:
+        """New values for the stream's extra inputs, sent by the page on this session's
+        own channel: unlike an HTTP event, it always reaches the replica that owns the
+        session. Only a list of JSON scalars of the right length is taken."""
+        if not isinstance(values, list) or len(values) != len(self._inputs):
+            return
+        if not all(v is None or isinstance(v, (str, int, float, bool)) for v in values):
+            return
+        self.set_inputs(values)
 
     def _on_state(self) -> None:
         state = self.pc.connectionState

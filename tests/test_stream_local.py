@@ -104,3 +104,28 @@ async def test_stream_every_spaces_the_calls(serve_stream):
         assert 4 <= calls <= 10, f"{calls} calls in ~2 s with stream_every=0.25"
     finally:
         await client.close()
+
+
+async def test_inputs_travel_on_the_data_channel(serve_stream):
+    """The page can send input values on the session's own channel (reaches the
+    owning replica however HTTP is routed); malformed ones are ignored."""
+    seen: list[float] = []
+
+    async def fn(frame, threshold):
+        seen.append(threshold)
+        return None
+
+    url, stream = await serve_stream(fn, stream_every=0.0)
+    client = StreamClient(url, photo("astronaut"), fps=15)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        await wait_for(lambda: client.channel.readyState == "open", 10, what="data channel open")
+        session = stream.get(client.webrtc_id)
+        for bad in ([0.1, 0.2], "0.1", [{"x": 1}], None):
+            client.send({"type": "inputs", "values": bad})
+        client.send({"type": "inputs", "values": [0.9]})
+        await wait_for(lambda: session.inputs == (0.9,), 10, what="inputs updated from the channel")
+        await wait_for(lambda: seen and seen[-1] == 0.9, 10, what="fn called with the new value")
+    finally:
+        await client.close()
