@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -261,7 +262,11 @@ class Target:
         """{"sessions": {webrtc_id: {"calls", "errors", ...}}, "total_calls": int | None}."""
         raise NotImplementedError
 
-    def cpu_meter(self) -> CpuMeter:
+    def client_spec(self) -> dict:
+        """What a load-generator worker process needs to build this target's clients."""
+        return {"kind": self.kind, "url": self.url}
+
+    def cpu_meter(self, extra_loadgen: list[int] = ()) -> CpuMeter:
         raise NotImplementedError
 
     async def drain(self, http: httpx.AsyncClient, timeout: float = 15.0) -> bool:
@@ -299,8 +304,8 @@ class ServedTarget(Target):
             "total_calls": None,
         }
 
-    def cpu_meter(self) -> CpuMeter:
-        return CpuMeter(patterns=serve_patterns(self.app_name), extra={"loadgen": [os.getpid()]})
+    def cpu_meter(self, extra_loadgen: list[int] = ()) -> CpuMeter:
+        return CpuMeter(patterns=serve_patterns(self.app_name), extra={"loadgen": [os.getpid(), *extra_loadgen]})
 
     async def drain(self, http: httpx.AsyncClient, timeout: float = 15.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -338,8 +343,12 @@ class ReferenceTarget(Target):
         data = resp.json()
         return {"active": data.get("connections"), "sessions": {}, "total_calls": data.get("calls")}
 
-    def cpu_meter(self) -> CpuMeter:
-        return CpuMeter(extra={"reference": [self.pid], "loadgen": [os.getpid()]})
+    def client_spec(self) -> dict:
+        return {"kind": self.kind, "url": self.url, "component_id": self.component_id,
+                "tick_fn_index": self.tick_fn_index, "threshold": self.threshold}
+
+    def cpu_meter(self, extra_loadgen: list[int] = ()) -> CpuMeter:
+        return CpuMeter(extra={"reference": [self.pid], "loadgen": [os.getpid(), *extra_loadgen]})
 
     async def drain(self, http: httpx.AsyncClient, timeout: float = 15.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -411,37 +420,143 @@ class StepOptions:
     fps: float = 30.0
     connect_timeout: float = 25.0
     stats_every: float = 1.0
+    # Load-generator processes; 0: one per 4 sessions, at most half the CPUs (>= 1).
+    procs: int = 0
     extra: dict = field(default_factory=dict)
+
+    def n_procs(self) -> int:
+        if self.procs > 0:
+            return min(self.procs, self.sessions)
+        return max(1, min(math.ceil(self.sessions / 4), (os.cpu_count() or 2) // 2))
+
+
+async def bring_up(clients: list[BenchClient], timeout: float) -> list[str]:
+    """Connect every client (offer, ICE, first frames back); returns the failures."""
+    failures: list[str] = []
+
+    async def one(client: BenchClient) -> None:
+        try:
+            await client.connect(timeout=timeout)
+            await client.wait_connected(timeout=timeout)
+            await client.start()
+            await client.wait_frames(3, timeout=timeout)
+        except Exception as exc:  # recorded, the step goes on with the others
+            client.error = f"{type(exc).__name__}: {exc}"
+            failures.append(client.error)
+
+    await asyncio.gather(*(one(c) for c in clients))
+    return failures
+
+
+def make_client(spec: dict, image: np.ndarray, fps: float) -> BenchClient:
+    """A client from a picklable description (for load-generator worker processes)."""
+    if spec["kind"] == "reference":
+        return ReferenceClient(spec["url"], image, spec["component_id"], spec["tick_fn_index"], spec["threshold"], fps)
+    return BenchClient(spec["url"], image, fps=fps)
+
+
+def _worker_main(conn, spec: dict, sessions: int, fps: float, connect_timeout: float) -> None:
+    """A load-generator process: `sessions` peers; reports windows when told t0/t1."""
+    set_host_addresses([LOOPBACK])
+
+    async def go() -> None:
+        image = bench_image()
+        clients = [make_client(spec, image, fps) for _ in range(sessions)]
+        try:
+            failures = await bring_up(clients, connect_timeout)
+            conn.send(("ready", failures))
+            t0, t1 = await asyncio.to_thread(conn.recv)
+            await asyncio.sleep(max(0.0, t1 - time.monotonic()) + 0.05)
+            conn.send(("done", [session_window(c, t0, t1) for c in clients]))
+        finally:
+            await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+    try:
+        asyncio.run(go())
+    finally:
+        conn.close()
+
+
+class _Workers:
+    """Load-generator worker processes (spawned: the parent may hold Ray's threads).
+    time.monotonic() is CLOCK_MONOTONIC, the same clock in every process."""
+
+    def __init__(self, spec: dict, split: list[int], fps: float, connect_timeout: float) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.pipes, self.procs = [], []
+        for n in split:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main, args=(child, spec, n, fps, connect_timeout), daemon=True)
+            proc.start()
+            child.close()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    async def expect(self, tag: str, timeout: float) -> list:
+        def recv(pipe):
+            if not pipe.poll(timeout):
+                raise TimeoutError(f"a load-generator process sent no {tag!r} within {timeout} s")
+            try:
+                got, payload = pipe.recv()
+            except EOFError:
+                raise RuntimeError("a load-generator process exited early (see its traceback above)") from None
+            if got != tag:
+                raise RuntimeError(f"load-generator process sent {got!r}, expected {tag!r}")
+            return payload
+
+        return await asyncio.gather(*(asyncio.to_thread(recv, p) for p in self.pipes))
+
+    def send(self, message) -> None:
+        for pipe in self.pipes:
+            pipe.send(message)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.join(timeout=15)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+        for pipe in self.pipes:
+            pipe.close()
 
 
 async def run_step(target: Target, opts: StepOptions, image: Optional[np.ndarray] = None) -> dict:
-    """Connect `opts.sessions` peers, warm up, measure one window, close; returns the step's record."""
+    """Connect `opts.sessions` peers, warm up, measure one window, close; returns the step's record.
+
+    With several load-generator processes (`opts.procs`, or automatic on machines with
+    more CPUs), each runs its share of the peers and reports its sessions' windows."""
     set_host_addresses([LOOPBACK])
-    image = bench_image() if image is None else image
-    clients = [target.client(image, opts.fps) for _ in range(opts.sessions)]
-    failures: list[str] = []
+    procs = opts.n_procs()
+    clients: list[BenchClient] = []
+    workers: Optional[_Workers] = None
+    windows: list[dict] = []
     async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
         try:
-            async def bring_up(client: BenchClient) -> None:
-                try:
-                    await client.connect(timeout=opts.connect_timeout)
-                    await client.wait_connected(timeout=opts.connect_timeout)
-                    await client.start()
-                    await client.wait_frames(3, timeout=opts.connect_timeout)
-                except Exception as exc:  # recorded, the step goes on with the others
-                    client.error = f"{type(exc).__name__}: {exc}"
-                    failures.append(client.error)
-
             t_connect = time.monotonic()
-            await asyncio.gather(*(bring_up(c) for c in clients))
+            if procs == 1:
+                image = bench_image() if image is None else image
+                clients = [target.client(image, opts.fps) for _ in range(opts.sessions)]
+                failures = await bring_up(clients, opts.connect_timeout)
+            else:
+                split = [opts.sessions // procs + (1 if i < opts.sessions % procs else 0) for i in range(procs)]
+                workers = _Workers(target.client_spec(), split, opts.fps, opts.connect_timeout)
+                failures = [f for part in await workers.expect("ready", 60 + 2 * opts.connect_timeout) for f in part]
             connect_s = time.monotonic() - t_connect
             await asyncio.sleep(opts.warmup)
 
-            meter = target.cpu_meter()
+            meter = target.cpu_meter(extra_loadgen=workers.pids if workers else [])
             before = await target.counters(http)
             det_before = await asyncio.to_thread(target.detector_stats)
             meter.start()
             t0 = time.monotonic()
+            if workers:
+                workers.send((t0, t0 + opts.seconds))
             samples: list[dict] = []
             while (left := t0 + opts.seconds - time.monotonic()) > 0:
                 await asyncio.sleep(min(opts.stats_every, left))
@@ -454,12 +569,16 @@ async def run_step(target: Target, opts: StepOptions, image: Optional[np.ndarray
             cpu = meter.stop()
             after = await target.counters(http)
             det_after = await asyncio.to_thread(target.detector_stats)
+            if workers:
+                windows = [w for part in await workers.expect("done", 30) for w in part]
         finally:
             await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+            if workers:
+                await asyncio.to_thread(workers.close)
         drained = await target.drain(http)
 
     window = t1 - t0
-    sessions = [session_window(c, t0, t1) for c in clients]
+    sessions = [session_window(c, t0, t1) for c in clients] if clients else windows
     for s in sessions:
         b = before["sessions"].get(s["webrtc_id"])
         a = after["sessions"].get(s["webrtc_id"])
@@ -493,6 +612,7 @@ async def run_step(target: Target, opts: StepOptions, image: Optional[np.ndarray
         "connected": opts.sessions - len(failures),
         "window_s": round(window, 3),
         "connect_s": round(connect_s, 2),
+        "loadgen_procs": procs,
         "sent_fps": spread([s["sent_fps"] for s in sessions]),
         "delivered_fps": spread([s["delivered_fps"] for s in sessions]),
         "detections_per_s": {**spread(det_rates), "total": total_calls},
@@ -557,6 +677,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--procs", type=int, default=0, help="load-generator processes (0: one per 4 sessions, <= CPUs/2)")
     ap.add_argument("--reference", action="store_true", help="the target is bench/reference_app.py")
     ap.add_argument("--json", type=Path, help="write the steps here as JSON")
     args = ap.parse_args(argv)
@@ -573,7 +694,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     async def go() -> list[dict]:
         steps = []
         for n in [int(x) for x in args.sessions.split(",")]:
-            step = await run_step(target, StepOptions(n, args.seconds, args.warmup, args.fps))
+            step = await run_step(target, StepOptions(n, args.seconds, args.warmup, args.fps, procs=args.procs))
             print(step_line(step), flush=True)
             steps.append(step)
         return steps

@@ -100,7 +100,8 @@ async def session_sweep(target, model: str, opts: argparse.Namespace, extra: dic
         try:
             step = await run_step(
                 target,
-                StepOptions(n, seconds=opts.seconds, warmup=opts.warmup, extra={"model": model, **extra}),
+                StepOptions(n, seconds=opts.seconds, warmup=opts.warmup, procs=opts.loadgen_procs,
+                            extra={"model": model, **extra}),
                 image,
             )
         except Exception as exc:
@@ -241,7 +242,7 @@ def run_served(models: list[str], opts: argparse.Namespace) -> dict:
                 target = ServedTarget(url, app_name, served.detector_stats_fn(app_name))
                 asyncio.run(run_step(target, StepOptions(1, seconds=1.0, warmup=1.0)))
                 step = asyncio.run(run_step(target, StepOptions(
-                    opts.batch_sessions, seconds=opts.seconds, warmup=opts.warmup,
+                    opts.batch_sessions, seconds=opts.seconds, warmup=opts.warmup, procs=opts.loadgen_procs,
                     extra={"model": opts.batch_model, "max_batch_size": size})))
                 say(f"batch {size}: " + step_line(step))
                 entry["step"] = step
@@ -276,6 +277,8 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     ap.add_argument("--handle-seconds", type=float, default=4.0, help="detector-only throughput check (0 to skip)")
     ap.add_argument("--handle-concurrency", type=int, default=8)
     ap.add_argument("--ray-cpus", type=int, default=None)
+    ap.add_argument("--loadgen-procs", type=int, default=0,
+                    help="load-generator processes per step (0: one per 4 sessions, at most CPUs/2)")
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--no-served", action="store_true")
     ap.add_argument("--keep-logs", action="store_true", help="keep the reference server's log in --out")
