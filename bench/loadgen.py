@@ -700,6 +700,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return steps
 
     steps = asyncio.run(go())
+    from bench.report import sweep_table
+
+    print("\n" + "\n".join(sweep_table(steps)))
     if args.json:
         args.json.write_text(json.dumps({"schema": SCHEMA, "steps": steps}, indent=1))
     return 0 if all(s["connected"] for s in steps) else 1
