@@ -263,12 +263,15 @@ class WebRTC(gr.HTML):
         )
 
     @server
-    async def offer(self, body: Any) -> dict:
-        """The browser's offer, through Gradio's component_server API."""
+    async def offer(self, body: Any, request: gr.Request = None) -> dict:  # type: ignore[assignment]
+        """The browser's offer, through Gradio's component_server API. Gradio fills in
+        `request`; its client address keys the server's per-client offer rate limit,
+        as on `POST /webrtc/offer`."""
         if self.stream_server is None:
             return OfferError(ErrorCode.INVALID_OFFER, "this component has no webrtc_stream").body()
+        client = getattr(getattr(request, "client", None), "host", None)
         try:
-            answer = await self.stream_server.offer(body)
+            answer = await self.stream_server.offer(body, client=client)
         except OfferError as err:
             return err.body()
         return answer.model_dump()

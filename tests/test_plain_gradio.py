@@ -151,7 +151,8 @@ async def test_slow_sync_fn_runs_off_the_event_loop_and_sessions_do_not_wait_for
         webrtc = WebRTC()
         webrtc.stream(fn=slow_fn, inputs=[webrtc], outputs=[webrtc], time_limit=30, concurrency_limit=4)
     url = launch(demo)
-    clients = [ComponentServerClient(url, webrtc._id, astronaut, fps=SEND_FPS) for _ in range(2)]
+    small = np.ascontiguousarray(astronaut[::2, ::2])  # less codec work on a shared CI box
+    clients = [ComponentServerClient(url, webrtc._id, small, fps=SEND_FPS) for _ in range(2)]
     try:
         await asyncio.gather(*(c.connect() for c in clients))
         await asyncio.gather(*(c.wait_connected() for c in clients))
@@ -160,10 +161,12 @@ async def test_slow_sync_fn_runs_off_the_event_loop_and_sessions_do_not_wait_for
         await asyncio.gather(*(c.wait_frames(3 * SEND_FPS, timeout=15) for c in clients))
         for c, (count, start) in zip(clients, starts):
             fps = (c.received.count - count) / (time.monotonic() - start)
-            assert fps >= 0.8 * SEND_FPS, f"received {fps:.1f} fps with a 150 ms fn, sent {SEND_FPS}"
+            # On the event loop, two sessions of a 150 ms fn get <= 3.3 fps each; here
+            # the video keeps (most of) the camera's rate, with room for a loaded box.
+            assert fps >= 0.6 * SEND_FPS, f"received {fps:.1f} fps with a 150 ms fn, sent {SEND_FPS}"
         assert most_in_fn == 2, "the two sessions' fn calls never overlapped"
         for c in clients:
-            assert green_mask(c.latest_image()).sum() > 500, "the fn's box is not drawn"
+            assert green_mask(c.latest_image()).sum() > 200, "the fn's box is not drawn"
     finally:
         await asyncio.gather(*(c.close() for c in clients))
         demo.close()
@@ -185,6 +188,26 @@ async def test_concurrency_limit_answers_busy_through_component_server(astronaut
             "message": refused.value.body["meta"]["message"],
             "limit": 1,
         }
+    finally:
+        await first.close()
+        demo.close()
+
+
+async def test_offer_rate_limit_applies_to_the_page_path(astronaut):
+    """The page's offers go through component_server; they are rate-limited per
+    client address like those on `POST /webrtc/offer`."""
+    with gr.Blocks() as demo:
+        webrtc = WebRTC()
+        server = webrtc.stream(fn=lambda f: None, inputs=[webrtc], outputs=[webrtc])
+    server.configure(offer_rate=0.01, offer_burst=1)
+    url = launch(demo)
+    first = ComponentServerClient(url, webrtc._id, astronaut)
+    second = ComponentServerClient(url, webrtc._id, astronaut)
+    try:
+        await first.connect()
+        with pytest.raises(OfferRejected) as refused:
+            await second.connect()
+        assert refused.value.body["meta"]["error"] == "rate_limited"
     finally:
         await first.close()
         demo.close()
