@@ -58,6 +58,16 @@ def _ice_config(rtc_configuration: Union[IceConfig, dict, None]) -> IceConfig:
     )
 
 
+# Runs in the browser when a stream input changes, before the Python handler: hands
+# the values to this page's WebRTC components (each picks its own session by id) so
+# they go to the server on the session's data channel. Returns the values unchanged
+# for the Python handler.
+_INPUTS_RELAY_JS = """(...args) => {
+  window.dispatchEvent(new CustomEvent('rayrtc-inputs', { detail: { index: FRAME_INDEX, args } }));
+  return args;
+}"""
+
+
 class WebRTC(gr.HTML):
     """Live camera in, processed video out. Its value is the session's `webrtc_id`.
 
@@ -168,6 +178,11 @@ class WebRTC(gr.HTML):
             time_limit=None,
             connect_timeout=None,
         )
+        # Every prop the page's JS names also exists as an attribute: gr.HTML turns a
+        # quoted name in js_on_load that is no attribute into an event listener.
+        self.rtc_configuration = self.props["rtc_configuration"]
+        self.time_limit: Optional[float] = None
+        self.connect_timeout: Optional[float] = None
 
     def webrtc_stream(
         self,
@@ -211,22 +226,28 @@ class WebRTC(gr.HTML):
             ice=self.ice,
             default_inputs=[getattr(c, "value", None) for c in others],
         )
-        self.props["time_limit"] = time_limit
-        self.props["connect_timeout"] = connect_timeout
+        self.props["time_limit"] = self.time_limit = time_limit
+        self.props["connect_timeout"] = self.connect_timeout = connect_timeout
         stream_server = self.stream_server
 
         async def set_inputs(*values: Any) -> None:
+            # Applies where this request landed: the replica (or plain Gradio process)
+            # that owns the session. With several ingress replicas it may be another
+            # one; `relay` has the page send the same values on the session's own data
+            # channel, which always reaches the owner.
             webrtc_id = values[frame_index]
             if isinstance(webrtc_id, str) and webrtc_id:
                 stream_server.set_inputs(
                     webrtc_id, [v for i, v in enumerate(values) if i != frame_index]
                 )
 
+        relay = _INPUTS_RELAY_JS.replace("FRAME_INDEX", str(frame_index))
         gr.on(
             triggers=[c.change for c in inputs],
             fn=set_inputs,
             inputs=inputs,
             outputs=None,
+            js=relay,
             queue=False,
             show_progress="hidden",
             api_name="webrtc_set_inputs",

@@ -46,6 +46,13 @@ METRICS: dict = {}
 # --- page-side helpers (each has its own deadline) ------------------------------------
 
 JS_HELPERS = r"""
+// Record what the page sends on its data channels.
+window.__rtcSent = [];
+const __send = RTCDataChannel.prototype.send;
+RTCDataChannel.prototype.send = function (data) {
+  if (typeof data === 'string') window.__rtcSent.push(data);
+  return __send.call(this, data);
+};
 window.__rtcTest = {
   root(id) { return document.querySelector('#' + id + ' .rtc-root').parentElement; },
   async waitFor(check, timeoutMs, what) {
@@ -340,6 +347,12 @@ async def test_page_streams_annotated_video_and_the_slider_changes_it(context, b
 
         # The slider reaches this session's fn: 0.95 hides the face (score ~0.7), 0 shows it.
         await set_slider(page, 0.95)
+        # ...also on the session's own data channel (what reaches the right replica
+        # when there are several).
+        await page_wait(
+            page, "window.__rtcSent.map((m) => JSON.parse(m)).some((m) => m.type === 'inputs' && m.values[0] === 0.95)",
+            5, "the inputs message on the data channel",
+        )
         await page_wait(
             page, f"(() => {{ const g = window.__rtcTest.green('webrtc', {list(face)}, 6); return g && g.near + g.far < 20; }})()",
             10, "no box at threshold 0.95",

@@ -137,6 +137,9 @@ def test_webrtc_stream_sets_the_page_limits_and_checks_inputs():
             webrtc.webrtc_stream(lambda f, t: None, inputs=[webrtc, slider])
     assert webrtc.props["time_limit"] == 30
     assert webrtc.props["connect_timeout"] == 7
+    # The page's prop names are real attributes (not gr.HTML's made-up event listeners).
+    for name in ("time_limit", "connect_timeout", "rtc_configuration"):
+        assert not callable(getattr(webrtc, name)), name
     assert server.default_inputs == (0.4,)
     assert server.config.concurrency_limit == 3
 
@@ -188,3 +191,15 @@ def test_reference_stream_signature_runs_the_stream():
     assert image.stream_server is server
     assert server.config.time_limit == 10 and server.config.concurrency_limit is None
     assert image.props["time_limit"] == 10
+
+
+def test_input_changes_also_go_through_the_page():
+    with gr.Blocks() as demo:
+        webrtc = WebRTC()
+        slider = gr.Slider(0, 1, value=0.4)
+        webrtc.webrtc_stream(lambda f, t: None, inputs=[webrtc, slider])
+    dep = next(d for d in demo.config["dependencies"] if d["api_name"] == "webrtc_set_inputs")
+    # No output: an update to the component would make Gradio rebuild it per session.
+    assert dep["outputs"] == []
+    assert "rayrtc-inputs" in dep["js"] and "index: 0" in dep["js"]
+    assert "rayrtc-inputs" in webrtc.js_on_load

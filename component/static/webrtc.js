@@ -52,7 +52,7 @@ const ENDED = new Set(['time_limit', 'server_shutdown', 'closed_by_server', 'con
 let pc = null, channel = null, localStream = null, remoteStream = null;
 let connectedAt = null, connectTimer = null, uiTimer = null, statsTimer = null, pingTimer = null, tickTimer = null;
 let lastFrames = null, lastStatsAt = null, rttMs = null, detections = null, fps = null;
-let generation = 0;
+let generation = 0, sessionId = null;
 // What the page shows; painted onto the (re-renderable) DOM by `paint`.
 const ui = { state: 'idle', reason: '', text: 'Press Start to stream your camera', countdown: '', stats: '' };
 
@@ -126,7 +126,7 @@ function stop(reason, detail) {
     try { channel.send(JSON.stringify({ type: 'stop' })); } catch (e) { /* closing anyway */ }
   }
   if (pc) pc.close();
-  pc = null; channel = null; connectedAt = null;
+  pc = null; channel = null; connectedAt = null; sessionId = null;
   if (localStream) localStream.getTracks().forEach((t) => t.stop());
   localStream = null;
   ui.countdown = '';
@@ -134,6 +134,25 @@ function stop(reason, detail) {
   const text = (MESSAGES[reason] || ('Session ended: ' + reason)) + (detail ? ' ' + detail : '');
   setState(ENDED.has(reason) ? 'ended' : 'error', reason, text);
 }
+
+// The stream's extra inputs (e.g. a slider). Gradio's handler for their change
+// applies them where its request lands; with several ingress replicas that may not be
+// the session's. So the page also sends them on the session's own data channel, which
+// always reaches it. The values come from the event's browser-side step (webrtc.py).
+let inputs = null;
+function sendInputs() {
+  if (!inputs || inputs.id !== sessionId || !channel || channel.readyState !== 'open') return;
+  try { channel.send(JSON.stringify({ type: 'inputs', values: inputs.values })); } catch (e) { /* closing */ }
+}
+window.addEventListener('rayrtc-inputs', (ev) => {
+  const d = ev.detail || {};
+  if (!Array.isArray(d.args) || d.args[d.index] !== sessionId || !sessionId) return;
+  const values = d.args.filter((_, i) => i !== d.index);
+  // Only JSON scalars travel this way (the server takes nothing else).
+  if (!values.every((v) => v === null || ['string', 'number', 'boolean'].includes(typeof v))) return;
+  inputs = { id: sessionId, values };
+  sendInputs();
+});
 
 function onControl(ev) {
   let msg;
@@ -256,6 +275,7 @@ async function start() {
     // Messages still in flight on a channel this page already let go (e.g. the
     // server's "end" in reply to our own "stop") must not touch the new state.
     ch.addEventListener('message', (ev) => { if (ch === channel) onControl(ev); });
+    ch.addEventListener('open', () => { if (ch === channel) sendInputs(); });
     conn.addEventListener('connectionstatechange', () => {
       if (conn !== pc) return;
       const s = conn.connectionState;
@@ -271,6 +291,7 @@ async function start() {
     if (!(await waitForIce(conn, 5000)) && !conn.localDescription.sdp.includes('a=candidate')) throw { code: 'ice_gathering_timeout' };
     if (stale()) return;
     const webrtcId = newId();
+    sessionId = webrtcId;
     let answer;
     try {
       answer = await server.offer({ sdp: stripMdns(conn.localDescription.sdp), type: 'offer', webrtc_id: webrtcId });
