@@ -133,7 +133,20 @@ class BenchClient(StreamClient):
         super().__init__(base_url, image, fps=fps, ice=IceConfig(), measure_latency=False, **kwargs)
         self.track = MovingPatchTrack(image, fps)
         self.recv_log: list[tuple[float, int, Optional[float]]] = []
+        # (time, decoded frames waiting for us, encoded frames waiting for the decoder):
+        # frames queued on the load generator's side, i.e. lag that is the bench's own.
+        self.queue_log: list[tuple[float, int, int]] = []
         self.error: Optional[str] = None
+
+    def _queues(self, track: MediaStreamTrack) -> tuple[int, int]:
+        """Sizes of aiortc's receive queues for `track` (private attributes; -1 if absent)."""
+        decoded = getattr(getattr(track, "_queue", None), "qsize", lambda: -1)()
+        encoded = -1
+        for receiver in self.pc.getReceivers():
+            if receiver.track is track:
+                q = getattr(receiver, "_RTCRtpReceiver__decoder_queue", None)
+                encoded = q.qsize() if q is not None else -1
+        return decoded, encoded
 
     async def _read(self, track: MediaStreamTrack) -> None:
         r = self.received
@@ -141,6 +154,8 @@ class BenchClient(StreamClient):
             while True:
                 frame = await track.recv()
                 now = time.monotonic()
+                if r.count % 10 == 0:
+                    self.queue_log.append((now, *self._queues(track)))
                 r.count += 1
                 r.first_at = r.first_at or now
                 r.last_at = now
@@ -407,9 +422,18 @@ def session_window(client: BenchClient, t0: float, t1: float) -> dict:
         "not_returned": max(0, len(sent_ids) - len(recv)),
         "skipped": skipped,
         "unreadable_ids": sum(1 for _, _, lat in recv if lat is None),
+        "loadgen_queued_frames": _queued(client, t0, t1),
         "error": client.error,
         "_latencies": latencies,
     }
+
+
+def _queued(client: BenchClient, t0: float, t1: float) -> Optional[dict]:
+    """Frames waiting inside this load generator (decoded + still encoded), mean and max."""
+    qs = [d + e for at, d, e in client.queue_log if t0 <= at < t1 and d >= 0 and e >= 0]
+    if not qs:
+        return None
+    return {"mean": round(float(np.mean(qs)), 1), "max": int(max(qs))}
 
 
 @dataclass
@@ -617,6 +641,8 @@ async def run_step(target: Target, opts: StepOptions, image: Optional[np.ndarray
         "delivered_fps": spread([s["delivered_fps"] for s in sessions]),
         "detections_per_s": {**spread(det_rates), "total": total_calls},
         "latency_ms": percentiles_ms(pooled),
+        "loadgen_queued_frames_max": max(
+            ((s.get("loadgen_queued_frames") or {}).get("max", 0) for s in sessions), default=None),
         "not_returned": sum(s["not_returned"] for s in sessions),
         "skipped": sum(s["skipped"] for s in sessions),
         "cpu": cpu,

@@ -193,7 +193,9 @@ async def handle_throughput(app_name: str, model_args: tuple[str, Optional[str]]
 def run_served(models: list[str], opts: argparse.Namespace) -> dict:
     from bench import served
 
-    out: dict[str, Any] = {"runs": [], "handle": [], "batch_sweep": [], "error": None, "config": {}}
+    out: dict[str, Any] = {"runs": [], "handle": [], "batch_sweep": [], "raw_near": [], "error": None, "config": {}}
+    raw_specs = models_raw.specs(opts.models_dir)
+    frame = models_raw.test_frame()
     say("starting Ray + Serve on 127.0.0.1")
     try:
         base = served.start_ray(opts.ray_cpus)
@@ -217,6 +219,11 @@ def run_served(models: list[str], opts: argparse.Namespace) -> dict:
                 continue
             run: dict[str, Any] = {"target": "served", "model": model, "steps": [], "error": None}
             try:
+                # Raw speed again, right before this model's served steps: the machine is
+                # shared, so the ratio uses a ceiling measured under the same conditions.
+                if raw_specs.get(model) is not None:
+                    out["raw_near"].append(models_raw.measure(model, raw_specs[model], frame, opts.raw_seconds))
+                    say(f"raw (again): {model}: batch 8 {out['raw_near'][-1]['batch8_fps']:.1f} fps")
                 args = served.app_args(spec[0], spec[1], defaults.max_batch_size, None)
                 url = served.deploy(base, app_name, "/bench", args)
                 say(f"served up: {model} at {url}")
@@ -283,7 +290,7 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     ap.add_argument("--no-served", action="store_true")
     ap.add_argument("--keep-logs", action="store_true", help="keep the reference server's log in --out")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--benchmarks-md", type=Path, default=ROOT / "BENCHMARKS.md",
+    ap.add_argument("--benchmarks-md", default=str(ROOT / "BENCHMARKS.md"),
                     help="file whose generated section to replace ('' to skip)")
     opts = ap.parse_args(argv)
     opts.batch_sizes = [int(x) for x in opts.batch_sizes.split(",") if x.strip()]
@@ -334,9 +341,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     plots = report.plots(results, opts.out)
     md = report.markdown(results, plots, opts.out)
     (opts.out / "results.md").write_text(md)
-    if opts.benchmarks_md and str(opts.benchmarks_md):
-        rel = os.path.relpath(opts.out, opts.benchmarks_md.parent)
-        report.update_benchmarks(opts.benchmarks_md, report.markdown(results, plots, opts.out, link_base=rel))
+    if opts.benchmarks_md:
+        target_md = Path(opts.benchmarks_md)
+        rel = os.path.relpath(opts.out, target_md.parent)
+        report.update_benchmarks(target_md, report.markdown(results, plots, opts.out, link_base=rel))
     say(f"done in {results['duration_s']} s; load after: {results['loadavg_after']}; wrote {opts.out}")
     print(report.headline(results))
     return 0
