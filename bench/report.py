@@ -107,7 +107,15 @@ def summarize(results: dict) -> dict:
         ]
         m["overload_fairness_worst"] = round(min(fair), 2) if fair else None
         per = [s["media_cores_per_30fps_session"] for s in s_steps if s.get("media_cores_per_30fps_session")]
-        m["ingress_cores_per_30fps_session_1"] = s_steps[0]["media_cores_per_30fps_session"] if s_steps else None
+        # Judged at the step whose sessions got closest to 30 fps: scaling a starved
+        # step's cores up to 30 fps would mostly measure the starvation.
+        best = max(s_steps, key=lambda s: s["delivered_fps"]["mean"] or 0) if s_steps else None
+        near_30 = best is not None and (best["delivered_fps"]["mean"] or 0) >= 25
+        m["ingress_cores_per_30fps_session_1"] = best["media_cores_per_30fps_session"] if near_30 else None
+        m["ingress_cores_at"] = (
+            {"sessions": best["sessions"], "fps": best["delivered_fps"]["mean"],
+             "cores_per_session": best.get("ingress_cores_per_session")} if best else None
+        )
         m["ingress_cores_per_30fps_session_median"] = sorted(per)[len(per) // 2] if per else None
         ref_per = [s["media_cores_per_30fps_session"] for s in r_steps if s.get("media_cores_per_30fps_session")]
         m["reference_cores_per_30fps_session_1"] = ref_per[0] if ref_per else None
@@ -172,10 +180,13 @@ def targets_table(summary: dict) -> list[str]:
              or (ref_n == 0 and m["served_sessions_at_min_fps"] == 0)  # neither reached it
              else m["served_sessions_at_min_fps"] >= 2 * ref_n and m["served_sessions_at_min_fps"] > 0),
         ))
-        ic = m["ingress_cores_per_30fps_session_1"]
+        ic, at = m["ingress_cores_per_30fps_session_1"], m.get("ingress_cores_at") or {}
         rows.append((
             "ingress CPU per 30 fps 640x480 session <= 0.2 core",
-            f"{_fmt(ic, 3)} core at 1 session, median over steps {_fmt(m['ingress_cores_per_30fps_session_median'], 3)}",
+            (f"{_fmt(ic, 3)} core (scaled to 30 fps from {_fmt(at.get('cores_per_session'), 3)} core/session at "
+             f"{at.get('sessions')} sessions, {_fmt(at.get('fps'))} fps)" if ic is not None
+             else f"no step near 30 fps (best {_fmt(at.get('fps'))} fps); median of scaled steps "
+                  f"{_fmt(m['ingress_cores_per_30fps_session_median'], 3)}"),
             None if ic is None else ic <= 0.2,
         ))
         for target, measured, ok in rows:
@@ -382,13 +393,14 @@ def headline(results: dict) -> str:
     lines = ["Headline:"]
     for model, m in results["summary"]["models"].items():
         lines.append(
-            f"  {model}: raw b1/b8 {_fmt(m['raw_batch1_fps'])}/{_fmt(m['raw_batch8_fps'])} fps; served peak "
+            f"  {model}: raw b1/b8 {_fmt(m['raw_batch1_fps'])}/{_fmt(m['raw_batch8_fps'])} fps "
+            f"(b8 again before serving: {_fmt(m['raw_near_batch8_fps'])}); served peak "
             f"{_fmt(m['served_peak_detections_per_s'])} det/s ({_fmt(m['served_over_raw_batch8'], 2)}x raw b8; handle "
             f"{_fmt(m['handle_over_raw_batch8'], 2)}x); sessions >= 15 fps ours {m['served_sessions_at_min_fps']} "
             f"(detections >= 15/s: {m['served_sessions_at_min_detections']}) vs reference {m['reference_sessions_at_min_fps']}; "
             f"p95 at {m['latency_p95_at_sessions']} sessions ours/ref {_fmt(m['served_latency_p95_ms'], 0)}/"
             f"{_fmt(m['reference_latency_p95_ms'], 0)} ms = {_fmt(m['latency_p95_ratio'], 2)}; ingress "
-            f"{_fmt(m['ingress_cores_per_30fps_session_1'], 3)} core/session"
+            f"{_fmt(m['ingress_cores_per_30fps_session_1'], 3)} core per 30 fps session"
         )
     return "\n".join(lines)
 
