@@ -251,6 +251,7 @@ def plots(results: dict, out: Path) -> dict[str, str]:
             x = [s["sessions"] for s in r_steps]
             ax.plot(x, [s["delivered_fps"]["mean"] for s in r_steps], "^-", color="tab:red", label="reference: fps = detections/s (mean)")
             ax.plot(x, [s["delivered_fps"]["min"] for s in r_steps], "^--", color="tab:red", alpha=0.5, label="reference (slowest)")
+        ax.set_xlim(0.5, max([2] + [s["sessions"] for s in s_steps + r_steps]) + 0.5)
         ax.axhline(min_fps, color="grey", lw=0.8, ls=":")
         ax.set_title(model)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -273,6 +274,8 @@ def plots(results: dict, out: Path) -> dict[str, str]:
             x = [s["sessions"] for s in steps]
             ax.plot(x, [s["latency_ms"]["p95"] for s in steps], "o-", color=color, label=f"{name} p95")
             ax.plot(x, [s["latency_ms"]["p50"] for s in steps], "o--", color=color, alpha=0.5, label=f"{name} p50")
+        ax.set_xlim(0.5, max([2] + [s["sessions"] for side in (served, ref)
+                                    for s in side.get(model, {}).get("steps", [])]) + 0.5)
         ax.axhline(250, color="grey", lw=0.8, ls=":")
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
