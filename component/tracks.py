@@ -57,10 +57,12 @@ class CameraFrame:
     def passthrough(self) -> VideoFrame:
         """A new frame with the same pixels, for the encoder: the decoded frame itself
         is never handed to another thread while ours may still convert it."""
+        frame = self.frame
         with self._lock:
-            if self.frame.format.name == "yuv420p":
-                out = VideoFrame.from_ndarray(self.frame.to_ndarray(format="yuv420p"), format="yuv420p")
-            else:
+            if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+                # A plane copy: no colour conversion.
+                out = VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
+            else:  # odd sizes (PyAV refuses yuv420p arrays for them) and other formats
                 out = VideoFrame.from_ndarray(self._bgr_locked(), format="bgr24")
         out.pts, out.time_base = self.frame.pts, self.frame.time_base
         return out
@@ -173,19 +175,28 @@ class OutgoingTrack(MediaStreamTrack):
         self._sent_image = 0
 
     async def recv(self) -> VideoFrame:
+        """The next frame to send. A frame that cannot be drawn is skipped (logged):
+        an exception escaping here would stop aiortc's sender for good, silently."""
         if self.readyState != "live":
             raise MediaStreamError
-        try:
-            if self._images.seq > 0:
-                # The fn returns images: send each new one once.
-                self._sent_image, frame = await self._images.newer_than(self._sent_image)
-                self._on_frame()
-                return frame
-            self._sent_camera, frame = await self._camera.newer_than(self._sent_camera)
-        except Closed:
-            self.stop()
-            raise MediaStreamError from None
         loop = asyncio.get_running_loop()
-        out = await loop.run_in_executor(self._executor, _annotate, frame, self._detections.value)
-        self._on_frame()
-        return out
+        while True:
+            try:
+                if self._images.seq > 0:
+                    # The fn returns images: send each new one once.
+                    self._sent_image, frame = await self._images.newer_than(self._sent_image)
+                    self._on_frame()
+                    return frame
+                self._sent_camera, camera = await self._camera.newer_than(self._sent_camera)
+            except Closed:
+                self.stop()
+                raise MediaStreamError from None
+            try:
+                out = await loop.run_in_executor(
+                    self._executor, _annotate, camera, self._detections.value
+                )
+            except Exception:
+                log.exception("outgoing frame dropped: drawing failed")
+                continue
+            self._on_frame()
+            return out

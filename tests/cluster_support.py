@@ -54,7 +54,11 @@ class StickyClient(StreamClient):
 
     @property
     def headers(self) -> dict[str, str]:
-        return {SESSION_HEADER: self.webrtc_id}
+        return {**self._extra_headers, SESSION_HEADER: self.webrtc_id}
+
+    @headers.setter
+    def headers(self, value: dict[str, str]) -> None:
+        self._extra_headers = dict(value)
 
     async def connect(self, timeout: float = 20.0) -> dict:
         self.pc.addTrack(self.track)

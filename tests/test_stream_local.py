@@ -129,3 +129,20 @@ async def test_inputs_travel_on_the_data_channel(serve_stream):
         await wait_for(lambda: seen and seen[-1] == 0.9, 10, what="fn called with the new value")
     finally:
         await client.close()
+
+
+async def test_odd_sized_camera_frames_pass_through(serve_stream):
+    """chelsea is 451 px wide: PyAV refuses odd-width yuv420p arrays, which once
+    killed the outgoing track silently."""
+
+    async def fn(frame, threshold):
+        return None
+
+    url, _ = await serve_stream(fn, stream_every=0.1)
+    client = StreamClient(url, photo("chelsea"), fps=15)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        await client.wait_frames(15, timeout=15)
+    finally:
+        await client.close()
