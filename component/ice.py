@@ -46,7 +46,8 @@ class IceServer(BaseModel):
 
     urls: list[str] = Field(min_length=1)
     username: Optional[str] = None
-    credential: Optional[str] = None
+    # Kept out of reprs (logs, error messages); sent only to the browser of a session.
+    credential: Optional[str] = Field(None, repr=False)
 
     @field_validator("urls", mode="before")
     @classmethod

@@ -66,3 +66,14 @@ def test_bad_args_fail_at_startup_naming_the_argument(cli, name):
 def test_min_above_max_replicas_is_refused():
     with pytest.raises(ValidationError, match="detector_min_replicas"):
         build(detector_min_replicas="3", detector_max_replicas="2")
+
+
+def test_secrets_stay_out_of_reprs():
+    args = AppArgs.model_validate({
+        "auth_token": "tok-123",
+        "ice_servers": '[{"urls": "turn:t:3478", "username": "u", "credential": "cred-456"}]',
+    })
+    shown = repr(args) + str(args) + repr(args.ice())
+    assert "tok-123" not in shown and "cred-456" not in shown
+    # ...but the browser of a session gets the TURN credential it needs.
+    assert args.ice().browser_configuration()["iceServers"][0]["credential"] == "cred-456"
