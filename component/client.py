@@ -61,6 +61,21 @@ class ImageTrack(MediaStreamTrack):
         self.sent_at: dict[int, float] = {}
         self._start: Optional[float] = None
 
+    def compose(self, index: int) -> np.ndarray:
+        """The pixels of frame `index`; override to animate (keep the id stamp)."""
+        if not self.stamp_ids:
+            return self.image
+        image = self.image.copy()
+        stamp_frame_id(image, index)
+        return image
+
+    def on_sent(self, index: int, at: float) -> None:
+        """Remember when frame `index` left (the last 1000, for round-trip times)."""
+        if self.stamp_ids:
+            self.sent_at[index] = at
+            if len(self.sent_at) > 1000:
+                self.sent_at.pop(next(iter(self.sent_at)))
+
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
@@ -70,16 +85,11 @@ class ImageTrack(MediaStreamTrack):
         due = self._start + self.sent / self.fps
         if due > now:
             await asyncio.sleep(due - now)
-        image = self.image
-        if self.stamp_ids:
-            image = image.copy()
-            stamp_frame_id(image, self.sent)
-            self.sent_at[self.sent] = time.monotonic()
-            if len(self.sent_at) > 1000:
-                self.sent_at.pop(next(iter(self.sent_at)))
-        frame = VideoFrame.from_ndarray(image, format="bgr24")
-        frame.pts = int(self.sent * 90000 / self.fps)
+        index = self.sent
+        frame = VideoFrame.from_ndarray(self.compose(index), format="bgr24")
+        frame.pts = int(index * 90000 / self.fps)
         frame.time_base = fractions.Fraction(1, 90000)
+        self.on_sent(index, time.monotonic())
         self.sent += 1
         return frame
 
