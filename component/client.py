@@ -133,6 +133,8 @@ class StreamClient:
         self.offer_path = offer_path
         # e.g. {"x-session-id": webrtc_id} for sticky routing, or an Authorization header.
         self.headers = dict(headers or {})
+        # Of the offer's HTTP answer (e.g. which replica served it), once connect() ran.
+        self.offer_response_headers: httpx.Headers = httpx.Headers()
         self.webrtc_id = webrtc_id or uuid.uuid4().hex
         self.ice = ice or IceConfig()
         self.track = ImageTrack(image, fps, stamp_ids=measure_latency)
@@ -186,6 +188,7 @@ class StreamClient:
         body = {"sdp": self.pc.localDescription.sdp, "type": "offer", "webrtc_id": self.webrtc_id}
         async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
             resp = await http.post(self.base_url + self.offer_path, json=body, headers=self.headers)
+        self.offer_response_headers = resp.headers
         data = resp.json()
         if resp.status_code != 200:
             await self.close()

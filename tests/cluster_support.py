@@ -6,13 +6,12 @@ from __future__ import annotations
 import bisect
 import time
 import uuid
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import httpx
 import numpy as np
-from aiortc import RTCSessionDescription
 
-from component.client import OfferRejected, StreamClient
+from component.client import StreamClient
 
 SESSION_HEADER = "x-session-id"  # Serve's default RAY_SERVE_SESSION_ID_HEADER_KEY
 REPLICA_HEADER = "x-rayrtc-replica"  # set by the ingress on every response
@@ -40,11 +39,6 @@ class StickyClient(StreamClient):
     """A `StreamClient` whose HTTP requests carry `x-session-id: <webrtc_id>`, so the
     consistent-hash router sends its offer and its follow-ups to one ingress replica."""
 
-    replica: Optional[str] = None
-    # Applied to the answer before aiortc sees it (e.g. to drop candidates that must
-    # not be contacted from a test).
-    answer_filter: Optional[Callable[[str], str]] = None
-
     ended_at: Optional[float] = None
 
     def _on_message(self, message: Any) -> None:
@@ -60,20 +54,10 @@ class StickyClient(StreamClient):
     def headers(self, value: dict[str, str]) -> None:
         self._extra_headers = dict(value)
 
-    async def connect(self, timeout: float = 20.0) -> dict:
-        self.pc.addTrack(self.track)
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        body = {"sdp": self.pc.localDescription.sdp, "type": "offer", "webrtc_id": self.webrtc_id}
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
-            resp = await http.post(self.base_url + self.offer_path, json=body, headers=self.headers)
-        self.replica = resp.headers.get(REPLICA_HEADER)
-        data = resp.json()
-        if resp.status_code != 200:
-            await self.close()
-            raise OfferRejected(resp.status_code, data)
-        sdp = self.answer_filter(data["sdp"]) if self.answer_filter else data["sdp"]
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=data["type"]))
-        return data
+    @property
+    def replica(self) -> Optional[str]:
+        """The ingress replica that answered this session's offer."""
+        return self.offer_response_headers.get(REPLICA_HEADER)
 
     async def set_inputs(self, *values: Any) -> str | None:
         """What the page's slider does, through Gradio's event API; returns the replica."""
