@@ -268,7 +268,16 @@ class Target:
         raise NotImplementedError
 
     async def drain(self, http: httpx.AsyncClient, timeout: float = 15.0) -> bool:
-        return True
+        """Wait until the target holds no session (False if it still does at `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if (await self.counters(http))["active"] == 0:
+                    return True
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.25)
+        return False
 
     def detector_stats(self) -> Optional[dict]:
         return None
@@ -305,17 +314,6 @@ class ServedTarget(Target):
     def cpu_meter(self, extra_loadgen: list[int] = ()) -> CpuMeter:
         return CpuMeter(patterns=serve_patterns(self.app_name), extra={"loadgen": [os.getpid(), *extra_loadgen]})
 
-    async def drain(self, http: httpx.AsyncClient, timeout: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if (await self.counters(http))["active"] == 0:
-                    return True
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.25)
-        return False
-
     def detector_stats(self) -> Optional[dict]:
         return self._detector_stats() if self._detector_stats else None
 
@@ -347,17 +345,6 @@ class ReferenceTarget(Target):
 
     def cpu_meter(self, extra_loadgen: list[int] = ()) -> CpuMeter:
         return CpuMeter(extra={"reference": [self.pid], "loadgen": [os.getpid(), *extra_loadgen]})
-
-    async def drain(self, http: httpx.AsyncClient, timeout: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if (await self.counters(http))["active"] == 0:
-                    return True
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.25)
-        return False
 
 
 # --------------------------------------------------------------------------- numbers
