@@ -119,7 +119,11 @@ class Session:
             self.close("internal_error")
 
     def _call_later(self, delay: float, callback: Callable[[], None]) -> None:
-        self._timers.append(asyncio.get_running_loop().call_later(delay, callback))
+        loop = asyncio.get_running_loop()
+        # The idle check re-arms itself every second: forget timers that already fired,
+        # so a long session does not accumulate handles.
+        self._timers = [t for t in self._timers if not t.cancelled() and t.when() > loop.time()]
+        self._timers.append(loop.call_later(delay, callback))
 
     def _on_track(self, track) -> None:
         if track.kind != "video":

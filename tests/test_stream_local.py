@@ -146,3 +146,21 @@ async def test_odd_sized_camera_frames_pass_through(serve_stream):
         await client.wait_frames(15, timeout=15)
     finally:
         await client.close()
+
+
+async def test_a_long_session_keeps_a_bounded_set_of_timers(serve_stream):
+    """The idle check re-arms every second; fired timers must not pile up."""
+
+    async def fn(frame, threshold):
+        return None
+
+    url, stream = await serve_stream(fn, stream_every=0.1, idle_timeout=0.4)
+    client = StreamClient(url, photo("astronaut"), fps=15)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        await client.wait_frames(45, timeout=15)  # ~3 s: ~15 idle checks at 0.2 s
+        session = stream.get(client.webrtc_id)
+        assert session is not None and len(session._timers) <= 4, len(session._timers)
+    finally:
+        await client.close()
