@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import httpx
 import numpy as np
@@ -133,6 +133,9 @@ class StreamClient:
         self.offer_path = offer_path
         # e.g. {"x-session-id": webrtc_id} for sticky routing, or an Authorization header.
         self.headers = dict(headers or {})
+        # Applied to the answer SDP before aiortc sees it, e.g. to drop candidates a
+        # test must never contact.
+        self.answer_filter: Optional[Callable[[str], str]] = None
         # Of the offer's HTTP answer (e.g. which replica served it), once connect() ran.
         self.offer_response_headers: httpx.Headers = httpx.Headers()
         self.webrtc_id = webrtc_id or uuid.uuid4().hex
@@ -193,7 +196,8 @@ class StreamClient:
         if resp.status_code != 200:
             await self.close()
             raise OfferRejected(resp.status_code, data)
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
+        sdp = self.answer_filter(data["sdp"]) if self.answer_filter else data["sdp"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=data["type"]))
         return data
 
     async def wait_connected(self, timeout: float = 20.0) -> None:
