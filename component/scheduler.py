@@ -14,7 +14,7 @@ import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence, Union
+from typing import Any, Awaitable, Callable, Optional, Sequence, Union
 
 import numpy as np
 from av import VideoFrame
@@ -64,7 +64,11 @@ class FrameScheduler:
         inputs: Callable[[], Sequence[Any]],
         executor: Executor,
         metrics: StreamMetrics,
+        on_result: Optional[Callable[[Any, float], None]] = None,
     ) -> None:
+        """`on_result`, when given, takes every result instead of the detections and
+        images slots (`render="browser"`: nothing is drawn here), with the monotonic
+        time its camera frame arrived."""
         self.session_id = session_id
         self._fn = fn
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
@@ -78,6 +82,7 @@ class FrameScheduler:
         self._inputs = inputs
         self._executor = executor
         self._metrics = metrics
+        self._on_result = on_result
         self.stats = StreamStats()
 
     async def run(self) -> None:
@@ -95,12 +100,13 @@ class FrameScheduler:
                     self.stats.skipped += newest - seen - 1
                     self._metrics.frames_dropped(newest - seen - 1)
                 seen = newest
+                arrived_at = self._camera.updated_at
                 next_start = loop.time() + self._stream_every
-                await self._call(frame)
+                await self._call(frame, arrived_at)
         except Closed:
             return
 
-    async def _call(self, camera: CameraFrame) -> None:
+    async def _call(self, camera: CameraFrame, arrived_at: float) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         ok = False
@@ -115,7 +121,10 @@ class FrameScheduler:
                 # A sync fn (e.g. a local model in a plain Gradio app) must not stall
                 # the loop that carries every session's media.
                 result = await loop.run_in_executor(None, lambda: self._fn(*args))
-            await self._publish(result, camera.frame)
+            if self._on_result is not None:
+                self._on_result(result, arrived_at)
+            else:
+                await self._publish(result, camera.frame)
             ok = True
         except asyncio.CancelledError:
             raise

@@ -13,17 +13,22 @@ import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Optional, Sequence
+from typing import Any, Awaitable, Callable, Literal, Optional, Sequence
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from av import VideoFrame
 
 from component.detections import Detections
 from component.metrics import StreamMetrics
+from component.overlay_channel import IMAGES_IN_BROWSER_RENDER, ImagesNotDrawable, OverlayChannel
 from component.scheduler import FrameScheduler, StreamFn
 from component.tracks import CameraFrame, Latest, OutgoingTrack, pump_latest
 
 log = logging.getLogger("rayrtc.session")
+
+# Where detections are drawn: on the returned video ("server") or by the page over its
+# own camera picture ("browser", see `component.overlay_channel`).
+Render = Literal["server", "browser"]
 
 # How long an end message may take to leave before the connection is closed anyway.
 END_FLUSH_TIMEOUT_S = 0.5
@@ -53,8 +58,10 @@ class Session:
         executor: Executor,
         on_closed: Callable[["Session"], None],
         metrics: Optional[StreamMetrics] = None,
+        render: Render = "server",
     ) -> None:
         self.webrtc_id = webrtc_id
+        self.render = render
         self.pc = pc
         self.limits = limits
         self.created_at = time.monotonic()
@@ -75,9 +82,12 @@ class Session:
         self.outgoing = OutgoingTrack(
             self.camera, self.detections, self.images, executor, self._metrics.frames_out
         )
+        # render="browser": results leave as messages on the data channel, no video.
+        self.overlay = OverlayChannel(lambda: self._channel) if render == "browser" else None
         self.scheduler = FrameScheduler(
             webrtc_id, fn, stream_every, frame_index, self.camera, self.detections, self.images,
             lambda: self._inputs, executor, self._metrics,
+            on_result=self._overlay_result if self.overlay is not None else None,
         )
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
@@ -98,8 +108,14 @@ class Session:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         if not any(t.kind == "video" for t in self.pc.getTransceivers()):
             raise ValueError("offer has no video transceiver")
-        # addTrack reuses the browser's video transceiver and makes it send our track.
-        self.pc.addTrack(self.outgoing)
+        if self.overlay is not None:
+            # The page draws on its own camera picture: we only receive (no track added,
+            # so the answer is recvonly and nothing is ever encoded).
+            if not self._receives_video():
+                raise ValueError("render='browser' needs the browser's camera, but the offer sends no video")
+        else:
+            # addTrack reuses the browser's video transceiver and makes it send our track.
+            self.pc.addTrack(self.outgoing)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._call_later(self.limits.connect_timeout, self._connect_timeout)
         return self.pc.localDescription.sdp
@@ -212,6 +228,17 @@ class Session:
             self.close("connection_lost")
 
     # -- output ---------------------------------------------------------------------
+    def _overlay_result(self, result: Any, arrived_at: float) -> None:
+        assert self.overlay is not None
+        try:
+            self.overlay.publish(result, arrived_at)
+        except ImagesNotDrawable:
+            # Every frame would fail the same way: end the session and tell the page why.
+            log.error("session %s: the stream fn returns images, which render='browser' cannot send",
+                      self.webrtc_id)
+            self.close(IMAGES_IN_BROWSER_RENDER)
+            raise
+
     def send(self, message: dict) -> bool:
         channel = self._channel
         if channel is None or channel.readyState != "open":
@@ -230,6 +257,9 @@ class Session:
             "skipped": s.skipped,
             "last_error": s.last_error,
             "inputs": list(self._inputs),
+            "render": self.render,
+            **({"overlay_sent": self.overlay.sent, "overlay_skipped": self.overlay.skipped}
+               if self.overlay is not None else {}),
         }
 
     # -- shutdown -------------------------------------------------------------------
