@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import json
+import re
 import time
 import types
 import typing
@@ -99,12 +100,20 @@ def returns_only_images(fn: Callable[..., Any]) -> bool:
     target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else getattr(fn, "__call__", fn)
     try:
         hints = typing.get_type_hints(target)
-    except Exception:  # unresolvable forward references: nothing to go on
-        return False
+    except Exception:  # a string annotation naming something not importable from here
+        return _names_only_images(getattr(target, "__annotations__", {}).get("return"))
     if "return" not in hints:
         return False
     kinds = _leaf_types(hints["return"])
     return np.ndarray in kinds and not any(isinstance(k, type) and issubclass(k, Detections) for k in kinds)
+
+
+def _names_only_images(annotation: Any) -> bool:
+    """For a string annotation that cannot be resolved: does it name an array type and
+    not Detections?"""
+    if not isinstance(annotation, str):
+        return False
+    return bool(re.search(r"\b(ndarray|NDArray)\b", annotation)) and "Detections" not in annotation
 
 
 def _leaf_types(annotation: Any) -> set[Any]:
