@@ -129,7 +129,7 @@ class FrameScheduler:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the session survives a failing frame
-            self._record_error(exc)
+            self.record_error(exc)
         finally:
             self.stats.calls += 1
             self.stats.last_latency_s = time.perf_counter() - started
@@ -149,7 +149,9 @@ class FrameScheduler:
                 "a HxWx3 uint8 BGR image or None"
             )
 
-    def _record_error(self, exc: Exception) -> None:
+    def record_error(self, exc: Exception) -> None:
+        """Count and (once per burst) log a failed call; also used by the picture
+        source of mode="receive", which shares these stats."""
         self.stats.errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
         now = time.monotonic()

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Literal, Optional, Sequence
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import SessionDescription
 from av import VideoFrame
 
 from component.detections import Detections
 from component.metrics import StreamMetrics
 from component.overlay_channel import IMAGES_IN_BROWSER_RENDER, ImagesNotDrawable, OverlayChannel
 from component.scheduler import FrameScheduler, StreamFn
+from component.source import Exhausted, FrameSource, SourceTrack
 from component.tracks import CameraFrame, Latest, OutgoingTrack, pump_latest
 
 log = logging.getLogger("rayrtc.session")
@@ -75,6 +77,10 @@ class Session:
         self._closing: Optional[asyncio.Task] = None
         self._metrics = metrics or StreamMetrics()
         self.last_frame_at: Optional[float] = None
+        self._fn, self._stream_every, self._frame_index = fn, stream_every, frame_index
+        self._executor = executor
+        # mode="receive" only: the fn as a picture source (see `component.source`).
+        self.source: Optional[FrameSource] = None
 
         self.camera: Latest[CameraFrame] = Latest()
         self.detections: Latest[Detections] = Latest()
@@ -113,9 +119,17 @@ class Session:
             # so the answer is recvonly and nothing is ever encoded).
             if not self._receives_video():
                 raise ValueError("render='browser' needs the browser's camera, but the offer sends no video")
-        else:
+        elif self._receives_video():
             # addTrack reuses the browser's video transceiver and makes it send our track.
             self.pc.addTrack(self.outgoing)
+        else:
+            # mode="receive": no camera comes in; the fn makes the picture on a clock,
+            # from the moment the connection is up.
+            self.source = FrameSource(
+                self._fn, self._stream_every, self._frame_index, lambda: self._inputs,
+                self.images, self._executor, self.scheduler.record_error,
+            )
+            self.pc.addTrack(SourceTrack(self.images, self._metrics.frames_out))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._call_later(self.limits.connect_timeout, self._connect_timeout)
         return self.pc.localDescription.sdp
@@ -208,16 +222,27 @@ class Session:
                 self._call_later(self.limits.time_limit, lambda: self.close("time_limit"))
             if self.limits.idle_timeout is not None and self._receives_video():
                 self._call_later(min(1.0, self.limits.idle_timeout / 2), self._check_idle)
+            if self.source is not None:
+                self._spawn(self._run_source(self.source), "source")
         elif state == "disconnected":
             self._call_later(self.limits.disconnected_grace, self._disconnected_timeout)
         elif state in ("failed", "closed"):
             self.close(f"connection_{state}")
 
     def _receives_video(self) -> bool:
-        return any(
-            t.kind == "video" and t.direction in ("sendrecv", "recvonly")
-            for t in self.pc.getTransceivers()
+        """Whether the browser's offer sends us video (the camera). Read from the
+        offer itself: aiortc's transceivers say what *we* may do, not what it sends."""
+        remote = self.pc.remoteDescription
+        return remote is not None and any(
+            m.kind == "video" and m.direction in ("sendrecv", "sendonly")
+            for m in SessionDescription.parse(remote.sdp).media
         )
+
+    async def _run_source(self, source: FrameSource) -> None:
+        try:
+            await source.run()
+        except Exhausted:
+            self.close("stream_finished")
 
     def _connect_timeout(self) -> None:
         if self.connected_at is None:
@@ -290,6 +315,7 @@ class Session:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.camera.close()
+        self.images.close()
         self.outgoing.stop()
         try:
             await self.pc.close()

@@ -253,3 +253,57 @@ def test_overlay_channel_skips_messages_instead_of_queueing_them():
     assert channel.sent[1]["items"] == []
     with pytest.raises(TypeError, match="expected Detections"):
         overlay.publish("boxes", time.monotonic())
+
+
+# --- mode="receive": the fn makes the picture -------------------------------------------
+
+
+class ReceiveOnlyClient(StreamClient):
+    """A peer like the page in mode="receive": it offers to receive video, sends none."""
+
+    async def connect(self, timeout: float = 20.0) -> dict:
+        self.pc.addTransceiver("video", direction="recvonly")
+        self.pc.addTrack = lambda track: None  # StreamClient.connect would add a camera
+        return await super().connect(timeout)
+
+
+async def test_receive_mode_streams_what_the_fn_makes(serve_stream):
+    calls: list[object] = []
+
+    def make(frame, threshold) -> np.ndarray:
+        calls.append(frame)
+        image = np.zeros((240, 320, 3), np.uint8)
+        image[:, :, 1] = 255  # annotation green, easy to find after VP8
+        return image
+
+    url, stream = await serve_stream(make, stream_every=1 / 15, idle_timeout=0.5)
+    client = ReceiveOnlyClient(url, photo("astronaut"), fps=15)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        await client.wait_frames(20, timeout=10)
+        assert client.latest_image().shape == (240, 320, 3)
+        assert green_mask(client.latest_image()).mean() > 0.9
+        assert set(calls) == {None}  # no camera: None where the frame would be
+        # Without a camera there is nothing for the idle check to miss: still streaming.
+        await client.wait_frames(15, timeout=5)
+        assert stream.get(client.webrtc_id) is not None
+    finally:
+        await client.close()
+
+
+async def test_receive_mode_generator_ends_the_session_when_exhausted(serve_stream):
+    def frames(frame, threshold):
+        for _ in range(10):
+            yield np.full((120, 160, 3), 128, np.uint8)
+
+    url, stream = await serve_stream(frames, stream_every=1 / 20)
+    client = ReceiveOnlyClient(url, photo("astronaut"), fps=15)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        await asyncio.wait_for(client.ended.wait(), 10)
+        assert client.messages[-1] == {"type": "end", "reason": "stream_finished"}
+        assert 5 <= client.received.count <= 10, client.received.count
+    finally:
+        await client.close()

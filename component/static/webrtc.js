@@ -37,6 +37,7 @@ const MESSAGES = {
   internal_error: 'Session ended: the server hit an internal error.',
   fn_returns_images: 'Session ended: this app\u2019s function returns images, which browser-drawn overlays (render="browser") cannot show. Use render="server" or return detections.',
   client_stop: 'Stopped.',
+  stream_finished: 'Stream finished.',
   // the page's own failures
   ice_failed: 'Connection failed (ICE): no network path to the server. A TURN server may be needed.',
   ice_gathering_timeout: 'Network setup took too long.',
@@ -48,7 +49,7 @@ const MESSAGES = {
   error: 'Could not start the stream:',
 };
 // Reasons that are a normal end rather than an error.
-const ENDED = new Set(['time_limit', 'server_shutdown', 'closed_by_server', 'connection_closed', 'client_gone', 'client_stop']);
+const ENDED = new Set(['time_limit', 'stream_finished', 'server_shutdown', 'closed_by_server', 'connection_closed', 'client_gone', 'client_stop']);
 
 let pc = null, channel = null, localStream = null, remoteStream = null;
 let connectedAt = null, connectTimer = null, uiTimer = null, statsTimer = null, pingTimer = null, tickTimer = null;
