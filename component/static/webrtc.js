@@ -167,7 +167,7 @@ window.addEventListener('rayrtc-inputs', (ev) => {
 const OVERLAY_HOLD_MS = 700;  // a box stays this long after its message...
 const OVERLAY_FADE_MS = 300;  // ...then fades out over this long
 const OVERLAY_COLOR = 'rgb(0, 255, 0)';  // the server's annotation colour
-let overlay = null, overlayLoop = null, overlayTimes = [], overlayAgeMs = null, overlayRate = null;
+let overlay = null, overlayLoop = null, overlayTimes = [], overlayAgeMs = null, overlayRate = null, overlayCount = 0;
 
 function browserRender() { return props.render_mode === 'browser'; }
 
@@ -175,6 +175,7 @@ function onDetections(msg) {
   if (!Array.isArray(msg.items)) return;
   const now = performance.now();
   overlay = { items: msg.items, at: now };
+  overlayCount += 1;
   overlayTimes.push(now);
   while (overlayTimes.length && now - overlayTimes[0] > 2000) overlayTimes.shift();
   // Server time (frame arrival to message) plus the way back, half the round trip.
@@ -183,8 +184,9 @@ function onDetections(msg) {
 }
 
 function overlayStats() {
-  const now = performance.now();
-  overlayRate = overlayTimes.filter((t) => now - t <= 2000).length / 2;
+  // Over the last 2 s, or since connecting when that is sooner.
+  const now = performance.now(), span = Math.min(2000, now - (connectedAt === null ? now : connectedAt));
+  overlayRate = span > 0 ? overlayTimes.filter((t) => now - t <= span).length / (span / 1000) : 0;
 }
 
 function drawOverlay() {
@@ -237,7 +239,7 @@ function startOverlay() {
 
 function stopOverlay() {
   if (overlayLoop !== null) cancelAnimationFrame(overlayLoop);
-  overlayLoop = null; overlay = null; overlayTimes = []; overlayAgeMs = null; overlayRate = null;
+  overlayLoop = null; overlay = null; overlayTimes = []; overlayAgeMs = null; overlayRate = null; overlayCount = 0;
   drawOverlay();  // clears the canvas
 }
 
@@ -309,8 +311,8 @@ function onConnected(conn) {
   }, 1000);
   statsTimer = setInterval(async () => {
     if (conn !== pc || props.show_stats === false) return;
-    if (browserRender()) overlayStats();
     try { await sampleStats(conn); } catch (e) { return; }
+    if (browserRender()) overlayStats();
     ui.stats = statsText();
     paint();
   }, 1000);
@@ -434,6 +436,8 @@ element.rtc = Object.freeze({
   get pc() { return pc; },
   get state() { return ui.state; },
   get reason() { return ui.reason; },
+  // render="browser": detections messages received this session, and the latest.
+  get overlay() { return { received: overlayCount, latest: overlay && { items: overlay.items, at: overlay.at } }; },
 });
 // A tab that goes away ends its session at once instead of leaving it to time out.
 window.addEventListener('pagehide', () => { if (pc) stop(); });
