@@ -22,6 +22,7 @@ const MESSAGES = {
   connection_already_exists: 'This stream is already connected.',
   rate_limited: 'Too many connection attempts: wait a few seconds and press Start again.',
   unauthorized: 'Not authorised to stream: sign in again.',
+  forbidden: 'Not allowed: this server refused the request.',
   unknown_session: 'The server does not know this session any more: press Start again.',
   no_media_port: 'Server busy: no network port is free for video right now. Try again in a moment.',
   offer_failed: 'Could not reach the server to start the stream.',
@@ -164,7 +165,9 @@ window.addEventListener('rayrtc-inputs', (ev) => {
 // channel (see component/overlay_channel.py) and are drawn on the overlay canvas over
 // the local camera picture on every animation frame. Boxes are in the camera's own
 // orientation: they are mirrored here together with the picture (mirror_webcam).
-const OVERLAY_HOLD_MS = 700;  // a box stays this long after its message...
+// An empty result does not wipe the boxes at once: a detector that misses a steady
+// face in one frame must not blink its box off (the server render holds them too).
+const OVERLAY_HOLD_MS = 400;  // a box stays this long after the last message with boxes...
 const OVERLAY_FADE_MS = 300;  // ...then fades out over this long
 const OVERLAY_COLOR = 'rgb(0, 255, 0)';  // the server's annotation colour
 let overlay = null, overlayLoop = null, overlayTimes = [], overlayAgeMs = null, overlayRate = null, overlayCount = 0;
@@ -174,7 +177,7 @@ function browserRender() { return props.render_mode === 'browser'; }
 function onDetections(msg) {
   if (!Array.isArray(msg.items)) return;
   const now = performance.now();
-  overlay = { items: msg.items, at: now };
+  if (msg.items.length || !overlay) overlay = { items: msg.items, at: now };
   overlayCount += 1;
   overlayTimes.push(now);
   while (overlayTimes.length && now - overlayTimes[0] > 2000) overlayTimes.shift();
