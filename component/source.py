@@ -119,8 +119,7 @@ class FrameSource:
     def _frame(self, image: Any) -> VideoFrame:
         if not isinstance(image, np.ndarray):
             raise TypeError(f"mode='receive' stream fn returned {type(image).__name__}; expected a HxWx3 uint8 BGR image or None")
-        frame = image_frame(image, _Timing(int((time.monotonic() - self._start) / CLOCK)))
-        return frame
+        return image_frame(image, _Timing(int((time.monotonic() - self._start) / CLOCK)))
 
 
 _DONE = object()
