@@ -52,6 +52,14 @@ def box_edge_coverage(image: np.ndarray, box: tuple[int, int, int, int], slack: 
     return float(np.mean(hits))
 
 
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
 def set_threshold(client: StreamClient, threshold: float) -> None:
     """What the page does when the slider moves: the new values on the session's own channel."""
     client.send({"type": "inputs", "values": [threshold]})
@@ -177,3 +185,44 @@ def test_the_ingress_replica_logs_no_never_awaited_warning(main_app):
     logs = Path(ray._private.worker._global_node.get_logs_dir_path())
     found = [p.name for p in logs.glob("worker-*.err") if "was never awaited" in p.read_text(errors="replace")]
     assert not found, f"'never awaited' warnings in {found}"
+
+
+@pytest.fixture(scope="module")
+def overlay_app(serve_instance):
+    """The app with `render=browser`, as `serve run serve_app:app render=browser` builds it."""
+    from ray import serve
+
+    from tests.conftest import deploy_app
+
+    served = deploy_app(serve_instance, "overlay", "/overlay", render="browser", time_limit=120, max_sessions=2)
+    yield served
+    serve.delete(served.name)  # free its replicas for the modules after this one
+
+
+async def test_browser_render_sends_the_face_as_detections_and_no_video(overlay_app, astronaut, expected_face):
+    client = StreamClient(overlay_app.url, astronaut, fps=SEND_FPS)
+    h, w = astronaut.shape[:2]
+    try:
+        await client.connect()
+        await client.wait_connected()
+
+        def with_items() -> list[dict]:
+            return [m for m in client.messages if m.get("type") == "detections" and m["items"]]
+
+        await wait_for(lambda: len(with_items()) >= 5, 15, what="5 detections messages with a box")
+        for m in with_items():
+            [item] = m["items"]
+            x1, y1, x2, y2 = item["box"]
+            got = (x1 * w, y1 * h, x2 * w, y2 * h)
+            # The box lies on the face the same model finds locally.
+            assert iou(got, expected_face) > 0.7, (got, expected_face)
+            assert item["label"] == "face" and 0 < item["score"] <= 1
+            assert 0 <= m["age_ms"] < 5000
+        seqs = [m["seq"] for m in client.messages if m.get("type") == "detections"]
+        assert seqs == sorted(set(seqs)), seqs
+        assert client.pc.getTransceivers()[0].currentDirection == "sendonly"
+        assert client.received.count == 0, "render=browser sent video back"
+        session = await session_stats(overlay_app.url, client.webrtc_id)
+        assert session["render"] == "browser" and session["overlay_sent"] >= 5
+    finally:
+        await client.close()
