@@ -466,7 +466,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--fps", type=float, default=30.0)
-    ap.add_argument("--procs", type=int, default=0, help="load-generator processes (0: one per 4 sessions, <= CPUs/2)")
+    ap.add_argument("--procs", type=int, default=0, help="load-generator processes (0: one per 8 sessions, <= CPUs/2)")
     ap.add_argument("--reference", action="store_true", help="the target is bench/reference_app.py")
     ap.add_argument("--render", choices=RENDERS, default="server",
                     help="the app's render mode: server (video back) or browser (detections on the data channel)")

@@ -304,6 +304,8 @@ def run_served(models: list[str], opts: argparse.Namespace) -> dict:
                 say(f"served {model} (browser render) failed: {brun['error']}")
             out["browser_runs"].append(brun)
         spec = model_spec_args(opts.batch_model, opts.models_dir) if opts.batch_sizes else None
+        if spec and raw_specs.get(opts.batch_model) and opts.batch_model not in {r["backend"] for r in out["raw_near"]}:
+            out["raw_near"].append(models_raw.measure(opts.batch_model, raw_specs[opts.batch_model], frame, opts.raw_seconds))
         # Detector-bound: browser render when the app has it (no video to encode, so the
         # detector saturates first), else server render.
         render = "server" if out["browser_error"] else "browser"
@@ -364,7 +366,7 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     ap.add_argument("--handle-concurrency", type=int, default=8)
     ap.add_argument("--ray-cpus", type=int, default=None)
     ap.add_argument("--loadgen-procs", type=int, default=0,
-                    help="load-generator processes per step (0: one per 4 sessions, at most CPUs/2)")
+                    help="load-generator processes per step (0: one per 8 sessions, at most CPUs/2)")
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--no-served", action="store_true")
     ap.add_argument("--keep-logs", action="store_true", help="keep the reference server's log in --out")
