@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from component.client_address import parse_networks
 from component.ice import IceConfig, IceServer
 from deployments.models.spec import ModelSpec
 
@@ -54,6 +55,14 @@ class AppArgs(BaseModel):
     offer_burst: int = Field(20, ge=1)
     auth_token: Optional[SecretStr] = Field(
         None, description="when set: the UI asks for it as password, /webrtc/* need `Authorization: Bearer`"
+    )
+    admin_token: Optional[SecretStr] = Field(
+        None,
+        description="bearer token for GET /webrtc/sessions (session ids and per-session detail); null: that route is off",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="proxy addresses/networks (comma-separated) whose X-Forwarded-For / Forwarded names the client",
     )
 
     # --- ICE ------------------------------------------------------------------------
@@ -122,14 +131,23 @@ class AppArgs(BaseModel):
     model_callable: Optional[str] = None
     model_batched: bool = False
 
-    @field_validator("time_limit", "detector_initial_replicas", "idle_timeout", "offer_rate_per_s", "auth_token", mode="before")
+    @field_validator(
+        "time_limit", "detector_initial_replicas", "idle_timeout", "offer_rate_per_s", "auth_token", "admin_token",
+        mode="before",
+    )
     @classmethod
     def _none(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
             return None
         return value
 
-    _split_lists = field_validator("ice_host_addresses", mode="before")(_split_csv)
+    _split_lists = field_validator("ice_host_addresses", "trusted_proxies", mode="before")(_split_csv)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)  # raises naming the bad entry
+        return value
 
     @field_validator("ice_servers", "detector_resources", mode="before")
     @classmethod
