@@ -97,8 +97,9 @@ class Target:
 
 
 class ServedTarget(Target):
-    """Our app: offers at `/webrtc/offer`, counters at `/webrtc/stats`; `render` is the
-    app's render mode, which its sessions must match."""
+    """Our app: offers at `/webrtc/offer`; per-session counters at `/webrtc/sessions`
+    with the app's `admin_token` (without one: `/webrtc/stats`, where older apps had
+    them); `render` is the app's render mode, which its sessions must match."""
 
     kind = "served"
 
@@ -108,16 +109,22 @@ class ServedTarget(Target):
         app_name: str = "default",
         detector_stats: Optional[Callable[[], Optional[dict]]] = None,
         render: str = "server",
+        admin_token: Optional[str] = None,
     ) -> None:
         super().__init__(url)
         if render not in RENDERS:
             raise ValueError(f"render must be one of {RENDERS}, not {render!r}")
         self.app_name = app_name
         self.render = render
+        self.admin_token = admin_token
         self._detector_stats = detector_stats
 
     async def counters(self, http: httpx.AsyncClient) -> dict:
-        resp = await http.get(self.url + "/webrtc/stats")
+        if self.admin_token:
+            resp = await http.get(self.url + "/webrtc/sessions",
+                                  headers={"Authorization": f"Bearer {self.admin_token}"})
+        else:
+            resp = await http.get(self.url + "/webrtc/stats")
         resp.raise_for_status()
         data = resp.json()
         return {
@@ -462,6 +469,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description="Load generator against a running app (ours or the reference).")
     ap.add_argument("--url", default="http://127.0.0.1:8000", help="the app's base URL")
     ap.add_argument("--app-name", default="default", help="Serve app name (to find its processes)")
+    ap.add_argument("--admin-token", default=None,
+                    help="the app's admin_token: per-session counters from /webrtc/sessions (detections/s per session)")
     ap.add_argument("--sessions", default="1", help="session counts, e.g. 4 or 1,2,4")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--warmup", type=float, default=2.0)
@@ -480,7 +489,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         found = discover(args.url)
         target: Target = ReferenceTarget(args.url, found["pid"], found["component_id"], found["tick_fn_index"])
     else:
-        target = ServedTarget(args.url, args.app_name, render=args.render)
+        target = ServedTarget(args.url, args.app_name, render=args.render, admin_token=args.admin_token)
 
     async def go() -> list[dict]:
         steps = []

@@ -14,7 +14,7 @@ import time
 import av
 import pytest
 
-from bench import report
+from bench import report, served
 from bench.clients import parse_detections
 from bench.loadgen import SCHEMA, ServedTarget, StepOptions, run_step
 from bench.loop import LoopTrack, SendLog, encoded_loop, is_keyframe, read_frame_position, read_position, stamp_position
@@ -34,8 +34,6 @@ SESSION_KEYS = {
 @pytest.fixture(scope="module")
 def bench_app(serve_instance):
     from ray import serve
-
-    from bench import served
 
     args = served.app_args("haar", None, max_batch_size=4, replicas=1, detector_num_cpus=0.5)
     url = served.deploy(serve_instance, "bench_smoke", "/bench-smoke", args)
@@ -57,7 +55,7 @@ def test_cpu_seconds_reads_this_process():
 
 async def test_loadgen_step_and_report(bench_app, tmp_path):
     url, detector_stats = bench_app
-    target = ServedTarget(url, "bench_smoke", detector_stats)
+    target = ServedTarget(url, "bench_smoke", detector_stats, admin_token=served.ADMIN_TOKEN)
     started = time.monotonic()
     step = await run_step(target, StepOptions(2, seconds=3.0, warmup=1.0, extra={"model": "haar"}))
     assert time.monotonic() - started < 60
@@ -72,9 +70,14 @@ async def test_loadgen_step_and_report(bench_app, tmp_path):
     assert step["cpu"]["cores"]["ingress"] > 0
     assert step["detector"] is not None and step["detector"]["frames_per_s"] > 0
     assert step["drained"]
+    assert step["render"] == "server" and step["codecs"] and set(step["codecs"]) <= {"VP8", "H264"}
+    per = step["cores_per_session"]
+    assert per["media"] > 0 and per["detector"] > 0 and per["loadgen"] > 0
+    assert len(step["latency_p95_slices_ms"]) == 3
     for s in step["per_session"]:
         assert SESSION_KEYS <= s.keys()
         assert s["latency_ms"]["n"] > 0 and s["detections_per_s"] > 0
+        assert s["unreadable_ids"] <= s["delivered_fps"] * step["window_s"] * 0.1  # ids read back from the luma plane
 
     # The same through two load-generator processes (what bigger machines use by default).
     split = await run_step(target, StepOptions(2, seconds=2.0, warmup=0.5, procs=2, extra={"model": "haar"}))
