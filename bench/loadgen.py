@@ -120,10 +120,13 @@ class ServedTarget(Target):
         self._detector_stats = detector_stats
 
     async def counters(self, http: httpx.AsyncClient) -> dict:
+        resp = None
         if self.admin_token:
             resp = await http.get(self.url + "/webrtc/sessions",
                                   headers={"Authorization": f"Bearer {self.admin_token}"})
-        else:
+            if resp.status_code == 404:  # an app from before /webrtc/sessions
+                resp = None
+        if resp is None:
             resp = await http.get(self.url + "/webrtc/stats")
         resp.raise_for_status()
         data = resp.json()
