@@ -305,8 +305,9 @@ def sweep_table(steps: list[dict]) -> list[str]:
         d, f, lat = s["detections_per_s"], s["delivered_fps"], s["latency_ms"]
         up = "" if s["connected"] == s["sessions"] else f" ({s['connected']} up)"
         thirds = "/".join(_fmt(v, 0) for v in s.get("latency_p95_slices_ms") or [])
+        codec = f" ({'/'.join(s['codecs'])})" if s.get("codecs") else ""
         lines.append(
-            f"| {s['target']} | {s['sessions']}{up} "
+            f"| {s['target']}{codec} | {s['sessions']}{up} "
             f"| {_fmt(s['sent_fps']['mean'])} | {_fmt(f['min'])} / {_fmt(f['mean'])} "
             f"| {_fmt(d['min'])} / {_fmt(d['mean'])} / {_fmt(d['max'])} | {_fmt(d['total'])} "
             f"| {_fmt(lat['p50'], 0)} / {_fmt(lat['p95'], 0)} / {_fmt(lat['max'], 0)} | {thirds or '–'} "
