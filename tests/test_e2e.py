@@ -173,6 +173,7 @@ async def test_a_still_face_is_boxed_in_nearly_every_frame_at_the_defaults(main_
             boxed.append(box_edge_coverage(client.latest_image(), face) > 0.5)
     finally:
         await client.close()
+    print(f"still face boxed in {np.mean(boxed):.1%} of {len(boxed)} returned frames")
     assert np.mean(boxed) >= 0.95, f"face boxed in {np.mean(boxed):.0%} of {len(boxed)} frames"
 
 
