@@ -164,8 +164,10 @@ class Coturn:
         return re.findall(r"session \d+: realm <[^>]*> user <([^>]*)>: incoming packet ALLOCATE processed, success", self.log())
 
     def refused(self) -> list[str]:
-        """Log lines of allocation requests coturn refused."""
-        return [l for l in self.log().splitlines() if "ALLOCATE processed, error" in l]
+        """Usernames whose requests coturn refused (401: unknown or expired credentials).
+        The first request of every allocation carries no username and is answered 401
+        by design (it fetches the nonce): those are not counted."""
+        return re.findall(r"user <([^>]+)>: incoming packet \S+ processed, error 401", self.log())
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop coturn (SIGTERM, then SIGKILL) and check that no process is left."""
@@ -191,3 +193,22 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def selected_pair_types(pc) -> Optional[tuple[str, str]]:
+    """(local, remote) candidate types of the pair aiortc's ICE nominated for `pc`'s
+    media, or None before one is. aiortc has no getSelectedCandidatePair(): this reads
+    aioice's nominated pair behind the DTLS transport (test-only introspection)."""
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.sender.transport or transceiver.receiver.transport
+        if dtls is None:
+            continue
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is not None:
+            return pair.local_candidate.type, pair.remote_candidate.type
+    return None
+
+
+def sdp_candidate_types(sdp: str) -> list[str]:
+    """The `typ` of every candidate line in an SDP."""
+    return re.findall(r"^a=candidate:.* typ (\w+)", sdp, flags=re.M)
