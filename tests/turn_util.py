@@ -32,7 +32,7 @@ def coturn_unavailable_reason() -> Optional[str]:
     return None
 
 
-def _free_udp_tcp_port(address: str) -> int:
+def free_udp_tcp_port(address: str) -> int:
     """A port free for both UDP and TCP on `address` (coturn listens on both)."""
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
@@ -108,7 +108,7 @@ class Coturn:
             raise ValueError("give coturn either a REST secret or one user")
         self = cls(
             address=address,
-            port=_free_udp_tcp_port(address),
+            port=free_udp_tcp_port(address),
             relay_ports=_free_udp_range(address, RELAY_PORTS),
             realm=realm,
             workdir=Path(tempfile.mkdtemp(prefix="rtc-coturn-")),
