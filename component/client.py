@@ -201,8 +201,9 @@ class StreamClient:
         return data
 
     async def wait_connected(self, timeout: float = 20.0) -> None:
+        """Until media flows and the control channel is open (as the page waits)."""
         deadline = time.monotonic() + timeout
-        while self.pc.connectionState != "connected":
+        while self.pc.connectionState != "connected" or self.channel.readyState != "open":
             if self.pc.connectionState in ("failed", "closed") or time.monotonic() > deadline:
                 raise TimeoutError(f"connection state {self.pc.connectionState}")
             await asyncio.sleep(0.05)

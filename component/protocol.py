@@ -26,6 +26,7 @@ class ErrorCode(str, Enum):
     UNKNOWN_SESSION = "unknown_session"
     RATE_LIMITED = "rate_limited"
     UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
     NO_MEDIA_PORT = "no_media_port"
 
 
@@ -37,6 +38,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNKNOWN_SESSION: 404,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
     ErrorCode.NO_MEDIA_PORT: 503,
 }
 
@@ -87,6 +89,9 @@ def parse_offer(raw: bytes | str | dict) -> OfferRequest:
             )
         try:
             raw = json.loads(raw)
+        except RecursionError:
+            # Deep nesting (e.g. 30,000 `[`) exhausts the decoder's recursion, not the JSON syntax.
+            raise OfferError(ErrorCode.INVALID_OFFER, "body nests too deeply to be an offer") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise OfferError(ErrorCode.INVALID_OFFER, f"body is not JSON: {exc}") from None
     if not isinstance(raw, dict):

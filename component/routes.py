@@ -1,5 +1,9 @@
-"""HTTP routes for a stream: `POST /webrtc/offer` (FastRTC's protocol) and a
-`GET /webrtc/stats` snapshot. Mount them on any FastAPI/Starlette app."""
+"""HTTP routes for a stream: `POST /webrtc/offer` (FastRTC's protocol), a public
+`GET /webrtc/stats` of aggregate counts, and `GET /webrtc/sessions`, per-session detail
+for operators only. Mount them on any FastAPI/Starlette app.
+
+Nothing here names a session to a stranger or changes one: a session's inputs travel
+only on its own data channel, which DTLS ties to the browser that opened it."""
 
 from __future__ import annotations
 
@@ -53,10 +57,23 @@ def _check_token(request: Request, token: Optional[str]) -> None:
         raise OfferError(ErrorCode.UNAUTHORIZED, "missing or wrong bearer token")
 
 
+def _check_admin(request: Request, admin_token: Optional[str]) -> None:
+    if admin_token is None:
+        raise OfferError(
+            ErrorCode.FORBIDDEN, "per-session detail is off: start the app with an admin_token to see it"
+        )
+    _check_token(request, admin_token)
+
+
 def offer_router(
-    server: StreamServer, prefix: str = "/webrtc", auth_token: Optional[str] = None
+    server: StreamServer,
+    prefix: str = "/webrtc",
+    auth_token: Optional[str] = None,
+    admin_token: Optional[str] = None,
 ) -> APIRouter:
-    """`auth_token`, when set, must come as `Authorization: Bearer <token>` on every call."""
+    """`auth_token`, when set, must come as `Authorization: Bearer <token>` on the offer
+    and the aggregate stats. `/sessions` (session ids, per-session counters, process
+    snapshot) needs `admin_token` as the bearer and is refused (403) without one."""
     router = APIRouter(prefix=prefix)
 
     @router.post("/offer")
@@ -64,7 +81,8 @@ def offer_router(
         try:
             _check_token(request, auth_token)
             body = await _read_capped(request, MAX_OFFER_BYTES)
-            client = request.client.host if request.client else None
+            peer = request.client.host if request.client else None
+            client = server.client_address.resolve(peer, request.headers)
             answer = await server.offer(body, client=client)
         except OfferError as err:
             return JSONResponse(err.body(), status_code=err.http_status)
@@ -76,12 +94,24 @@ def offer_router(
             _check_token(request, auth_token)
         except OfferError as err:
             return JSONResponse(err.body(), status_code=err.http_status)
-        return JSONResponse({**server.stats(), "process": process_snapshot()})
+        return JSONResponse(server.stats())
+
+    @router.get("/sessions")
+    async def sessions(request: Request) -> JSONResponse:
+        try:
+            _check_admin(request, admin_token)
+        except OfferError as err:
+            return JSONResponse(err.body(), status_code=err.http_status)
+        return JSONResponse({**server.session_stats(), "process": process_snapshot()})
 
     return router
 
 
 def mount_offer_routes(
-    app: FastAPI, server: StreamServer, prefix: str = "/webrtc", auth_token: Optional[str] = None
+    app: FastAPI,
+    server: StreamServer,
+    prefix: str = "/webrtc",
+    auth_token: Optional[str] = None,
+    admin_token: Optional[str] = None,
 ) -> None:
-    app.include_router(offer_router(server, prefix, auth_token))
+    app.include_router(offer_router(server, prefix, auth_token, admin_token))

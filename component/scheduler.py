@@ -30,6 +30,9 @@ StreamFn = Callable[..., Union[StreamResult, Awaitable[StreamResult]]]
 
 # An error burst is logged once, then again only after this long without errors.
 ERROR_LOG_QUIET_S = 10.0
+# An empty result this soon after one with boxes keeps the boxes: a detector that
+# misses a steady face in one frame (video noise) must not blink its box off.
+DETECTIONS_HOLD_S = 0.3
 
 
 @dataclass
@@ -78,6 +81,7 @@ class FrameScheduler:
         self._inputs = inputs
         self._executor = executor
         self._metrics = metrics
+        self._boxes_at = -1e9
         self.stats = StreamStats()
 
     async def run(self) -> None:
@@ -130,6 +134,11 @@ class FrameScheduler:
         if result is None:
             return
         if isinstance(result, Detections):
+            now = time.monotonic()
+            if result:
+                self._boxes_at = now
+            elif self._detections.value and now - self._boxes_at < DETECTIONS_HOLD_S:
+                return  # held: see DETECTIONS_HOLD_S
             self._detections.put(result)
         elif isinstance(result, np.ndarray):
             loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 
 from aiortc import RTCPeerConnection
 
+from component.client_address import ClientAddress
 from component.ice import IceConfig, apply_process_settings, strip_mdns_candidates
 from component.memory import release_free_memory
 from component.metrics import StreamMetrics
@@ -46,6 +47,37 @@ class StreamConfig:
     # Offers per second per client address (bursts up to `offer_burst`); None: no limit.
     offer_rate: Optional[float] = None
     offer_burst: int = 10
+    # Proxies (addresses/networks) whose X-Forwarded-For / Forwarded header names the
+    # client for the rate limit; empty: the socket peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
+
+
+def _first_media_section(lines: list[str]) -> list[str]:
+    starts = [i for i, line in enumerate(lines) if line.startswith("m=")]
+    if not starts:
+        return []
+    return lines[starts[0] : starts[1] if len(starts) > 1 else len(lines)]
+
+
+def _usable_offer_sdp(sdp: str) -> str:
+    """The offer as aiortc should see it: without `.local` candidates (resolving them
+    sends mDNS multicast).
+
+    aiortc's ICE runs on the first media section's transport (BUNDLE). If that section
+    declares its candidates complete but carries none, ICE fails before it gathers
+    and the answer has no candidates: the offer's fault (400), not a lack of ports.
+    If only `.local` candidates were there, the end marker goes instead, so the
+    browser's checks can still reach us (peer-reflexive candidates)."""
+    stripped = strip_mdns_candidates(sdp)
+    first = _first_media_section(stripped.splitlines())
+    if any(line.startswith("a=candidate:") for line in first) or "a=end-of-candidates" not in first:
+        return stripped
+    if not any(line.startswith("a=candidate:") for line in _first_media_section(sdp.splitlines())):
+        raise OfferError(
+            ErrorCode.INVALID_OFFER,
+            "offer's first media section declares its ICE candidates complete but carries none",
+        )
+    return "".join(line for line in stripped.splitlines(keepends=True) if not line.startswith("a=end-of-candidates"))
 
 
 class StreamServer:
@@ -69,6 +101,7 @@ class StreamServer:
         self._limiter = (
             RateLimiter(config.offer_rate, config.offer_burst) if config.offer_rate else None
         )
+        self.client_address = ClientAddress(config.trusted_proxies)
         self._sessions: dict[str, Session] = {}
         self._trim_pending = False
         self._executor: Optional[ThreadPoolExecutor] = None
@@ -83,6 +116,7 @@ class StreamServer:
         self._limiter = (
             RateLimiter(self.config.offer_rate, self.config.offer_burst) if self.config.offer_rate else None
         )
+        self.client_address = ClientAddress(self.config.trusted_proxies)
         if metrics is not None:
             self.metrics = metrics
 
@@ -94,11 +128,17 @@ class StreamServer:
         return self._sessions.get(webrtc_id)
 
     def stats(self) -> dict[str, Any]:
-        return {
-            "active": len(self._sessions),
-            "limit": self.config.concurrency_limit,
-            "sessions": [s.stats() for s in self._sessions.values()],
-        }
+        """Aggregate counts only: safe to show anyone who may use the app. Session ids
+        and per-session detail are in `session_stats` (operators only)."""
+        states: dict[str, int] = {}
+        for session in self._sessions.values():
+            state = session.pc.connectionState
+            states[state] = states.get(state, 0) + 1
+        return {"active": len(self._sessions), "limit": self.config.concurrency_limit, "states": states}
+
+    def session_stats(self) -> dict[str, Any]:
+        """Every session's id, state and counters: for operators (an admin route)."""
+        return {**self.stats(), "sessions": [s.stats() for s in self._sessions.values()]}
 
     # -- offers -------------------------------------------------------------------
     async def offer(self, body: bytes | str | dict, client: Optional[str] = None) -> OfferAnswer:
@@ -155,26 +195,36 @@ class StreamServer:
         # Registered before the first await so a concurrent duplicate id gets 409.
         self._sessions[req.webrtc_id] = session
         try:
-            sdp = await session.answer(strip_mdns_candidates(req.sdp))
+            sdp = await session.answer(_usable_offer_sdp(req.sdp))
+            if "a=candidate:" not in sdp:
+                raise self._candidateless_answer(session)
+        except asyncio.CancelledError:
+            # The client hung up mid-request (a closed tab, a proxy timeout). The close
+            # runs as its own task, so it finishes although this one is cancelled.
+            session.close("offer_aborted")
+            raise
+        except OfferError:
+            await session.close("invalid_offer")
+            raise
         except Exception as exc:
             await session.close("invalid_offer")
             raise OfferError(ErrorCode.INVALID_OFFER, f"offer rejected: {exc}") from None
-        if "a=candidate:" not in sdp:
-            # aioice only logs when it cannot bind (e.g. the UDP port range is used up):
-            # an answer without candidates could never connect, so say so now.
-            await session.close("no_media_port")
-            raise OfferError(
-                ErrorCode.NO_MEDIA_PORT, "no UDP port available for media on this server; try again later"
-            )
+        except BaseException:
+            session.close("offer_aborted")
+            raise
         log.info("session %s: answered (%d active)", req.webrtc_id, len(self._sessions))
         return OfferAnswer(sdp=sdp, webrtc_id=req.webrtc_id)
 
-    def set_inputs(self, webrtc_id: str, values: Sequence[Any]) -> bool:
-        session = self._sessions.get(webrtc_id)
-        if session is None:
-            return False
-        session.set_inputs(values)
-        return True
+    @staticmethod
+    def _candidateless_answer(session: Session) -> OfferError:
+        """An answer without candidates could never connect. If we gathered some, the
+        offer left them no media section to go in (its fault: 400); if we gathered
+        none, aioice could not bind (e.g. the UDP port range is used up: 503)."""
+        if session.gathered_candidates():
+            return OfferError(ErrorCode.INVALID_OFFER, "offer accepts no media section this server can answer")
+        return OfferError(
+            ErrorCode.NO_MEDIA_PORT, "no UDP port available for media on this server; try again later"
+        )
 
     async def close(self, webrtc_id: str, reason: str = "closed_by_server") -> bool:
         session = self._sessions.get(webrtc_id)

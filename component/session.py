@@ -40,6 +40,26 @@ class SessionLimits:
     idle_timeout: Optional[float] = 10.0
 
 
+async def _close_peer(pc: RTCPeerConnection, webrtc_id: str) -> None:
+    """`pc.close()`, and if aiortc trips over a half-negotiated connection (a malformed
+    offer can leave a transceiver without a transport), stop each transport that does
+    exist, so no ICE socket outlives the session."""
+    try:
+        await pc.close()
+        return
+    except Exception:
+        log.warning("session %s: peer connection did not close cleanly; stopping its transports",
+                    webrtc_id, exc_info=True)
+    transports = [t.receiver.transport for t in pc.getTransceivers()]
+    transports += [pc.sctp.transport] if pc.sctp is not None else []
+    for dtls in {id(t): t for t in transports if t is not None}.values():
+        try:
+            await dtls.stop()
+            await dtls.transport.stop()
+        except Exception:
+            log.warning("session %s: a transport did not stop", webrtc_id, exc_info=True)
+
+
 class Session:
     def __init__(
         self,
@@ -103,6 +123,15 @@ class Session:
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._call_later(self.limits.connect_timeout, self._connect_timeout)
         return self.pc.localDescription.sdp
+
+    def gathered_candidates(self) -> bool:
+        """Whether ICE gathered any local candidate, on any of this session's transports
+        (an answer can lack them because we could not bind, or because the offer left
+        no media section to put them in)."""
+        dtls = [t.receiver.transport for t in self.pc.getTransceivers()]
+        if self.pc.sctp is not None:
+            dtls.append(self.pc.sctp.transport)
+        return any(d is not None and d.transport.iceGatherer.getLocalCandidates() for d in dtls)
 
     # -- events -------------------------------------------------------------------
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
@@ -262,7 +291,7 @@ class Session:
         self.camera.close()
         self.outgoing.stop()
         try:
-            await self.pc.close()
+            await _close_peer(self.pc, self.webrtc_id)
         finally:
             self._on_closed(self)
 

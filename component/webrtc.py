@@ -185,6 +185,10 @@ class WebRTC(gr.HTML):
         # quoted name in js_on_load that is no attribute into an event listener.
         self.rtc_configuration = self.props["rtc_configuration"]
         self.ice_minted = self.props["ice_minted"]
+        # Gradio builds the page config from the __init__ parameters' attributes; a
+        # missing one would resolve to an event listener bound to this component, and
+        # every page load would deep-copy the component, its stream server and the fn.
+        self.inputs = None
         self.time_limit: Optional[float] = None
         self.connect_timeout: Optional[float] = None
 
@@ -232,29 +236,20 @@ class WebRTC(gr.HTML):
         )
         self.props["time_limit"] = self.time_limit = time_limit
         self.props["connect_timeout"] = self.connect_timeout = connect_timeout
-        stream_server = self.stream_server
-
-        async def set_inputs(*values: Any) -> None:
-            # Applies where this request landed: the replica (or plain Gradio process)
-            # that owns the session. With several ingress replicas it may be another
-            # one; `relay` has the page send the same values on the session's own data
-            # channel, which always reaches the owner.
-            webrtc_id = values[frame_index]
-            if isinstance(webrtc_id, str) and webrtc_id:
-                stream_server.set_inputs(
-                    webrtc_id, [v for i, v in enumerate(values) if i != frame_index]
-                )
-
+        # The stream's extra inputs reach the session only on its own data channel
+        # (DTLS ties it to the browser that opened it): this event runs in the page
+        # alone, handing the values to the component's JS. A server-side handler would
+        # be a public API that lets anyone who knows an id change someone's session.
         relay = _INPUTS_RELAY_JS.replace("FRAME_INDEX", str(frame_index))
         gr.on(
             triggers=[c.change for c in inputs],
-            fn=set_inputs,
+            fn=None,
             inputs=inputs,
             outputs=None,
             js=relay,
             queue=False,
             show_progress="hidden",
-            api_name="webrtc_set_inputs",
+            api_visibility="private",
         )
         return self.stream_server
 
@@ -293,7 +288,9 @@ class WebRTC(gr.HTML):
         as on `POST /webrtc/offer`."""
         if self.stream_server is None:
             return OfferError(ErrorCode.INVALID_OFFER, "this component has no webrtc_stream").body()
-        client = getattr(getattr(request, "client", None), "host", None)
+        peer = getattr(getattr(request, "client", None), "host", None)
+        headers = getattr(request, "headers", None) or {}
+        client = self.stream_server.client_address.resolve(peer, headers)
         try:
             answer = await self.stream_server.offer(body, client=client)
         except OfferError as err:

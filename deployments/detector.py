@@ -12,7 +12,7 @@ from typing import Any
 from ray import serve
 
 from deployments.metrics import DetectorMetrics
-from deployments.models import Detections, ModelInput, ModelSpec, load_backend
+from deployments.models import Detections, FrameFailure, ModelInput, ModelSpec, load_backend
 
 log = logging.getLogger("ray.serve")
 
@@ -31,25 +31,43 @@ class Detector:
         log.info("detector ready: %s, max_batch_size=%d", self.backend.name, max_batch_size)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def detect(self, inputs: list[ModelInput]) -> list[Detections]:
+    async def detect(self, inputs: list[ModelInput]) -> list[Detections | FrameFailure]:
+        """One forward pass for the batch. If it raises, each frame is retried alone:
+        a bad frame fails only itself (a `FrameFailure` in its place), never the
+        other sessions' frames that shared its batch."""
         started = time.perf_counter()
         # The forward pass runs off the replica's event loop so batching keeps
         # collecting the next frames meanwhile.
         try:
-            results = await asyncio.to_thread(self.backend.infer, inputs)
-        except Exception:
-            self._metrics.errors.inc()
-            raise
-        if len(results) != len(inputs):
-            raise RuntimeError(
-                f"{self.backend.name} returned {len(results)} results for {len(inputs)} frames"
-            )
+            results = await asyncio.to_thread(self._infer, inputs)
+        except Exception as exc:
+            log.warning("batch of %d failed (%s: %s); retrying frame by frame",
+                        len(inputs), type(exc).__name__, exc)
+            results = await asyncio.to_thread(self._infer_each, inputs)
         elapsed = time.perf_counter() - started
         self._busy_s += elapsed
         self._metrics.latency.observe(elapsed)
         self._metrics.batch_size.observe(len(inputs))
         self._batch_sizes[len(inputs)] += 1
         self._frames += len(inputs)
+        return results
+
+    def _infer(self, inputs: list[ModelInput]) -> list[Detections]:
+        results = self.backend.infer(inputs)
+        if len(results) != len(inputs):
+            raise RuntimeError(
+                f"{self.backend.name} returned {len(results)} results for {len(inputs)} frames"
+            )
+        return results
+
+    def _infer_each(self, inputs: list[ModelInput]) -> list[Detections | FrameFailure]:
+        results: list[Detections | FrameFailure] = []
+        for item in inputs:
+            try:
+                results.append(self._infer([item])[0])
+            except Exception as exc:
+                self._metrics.errors.inc()
+                results.append(FrameFailure(f"{type(exc).__name__}: {exc}"))
         return results
 
     def stats(self) -> dict[str, Any]:

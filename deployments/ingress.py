@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from ray.serve.handle import DeploymentHandle
 from component import Detections, WebRTC, mount_offer_routes
 from component.ice import apply_process_settings
 from deployments.metrics import ServeStreamMetrics
-from deployments.models import build_preprocessor
+from deployments.models import FrameFailure, build_preprocessor
 if TYPE_CHECKING:  # serve_app imports this module to build the app
     from serve_app.args import AppArgs
 
@@ -78,8 +79,11 @@ class Ingress:
         _log_through_serve()
 
     async def detect(self, frame: np.ndarray, threshold: float) -> Detections:
-        """The stream fn: preprocess here, infer in a batched detector replica."""
+        """The stream fn: preprocess here, infer in a batched detector replica. The
+        session's threshold travels with the frame, so the model filters at it."""
+        threshold = float(threshold)
         model_input = await asyncio.to_thread(self.preprocess, frame)
+        model_input = dataclasses.replace(model_input, min_score=threshold)
         response = self.detector.detect.remote(model_input)
         try:
             detections = await asyncio.wait_for(response, self.args.detector_timeout_s)
@@ -88,7 +92,9 @@ class Ingress:
             raise TimeoutError(
                 f"detector did not answer within {self.args.detector_timeout_s} s"
             ) from None
-        return detections.above(float(threshold))
+        if isinstance(detections, FrameFailure):
+            raise RuntimeError(f"detector could not process this frame: {detections.error}")
+        return detections.above(threshold)
 
     def __serve_build_asgi_app__(self) -> Any:
         # Gradio objects hold locks and threads: they are built here, in the replica.
@@ -113,8 +119,10 @@ class Ingress:
             idle_timeout=args.idle_timeout,
             offer_rate=args.offer_rate_per_s,
             offer_burst=args.offer_burst,
+            trusted_proxies=tuple(args.trusted_proxies),
         )
         token = args.auth_token.get_secret_value() if args.auth_token else None
+        admin_token = args.admin_token.get_secret_value() if args.admin_token else None
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI):
@@ -125,6 +133,6 @@ class Ingress:
         replica = _replica_id()
         if replica is not None:
             app.add_middleware(ReplicaHeader, replica=replica)
-        mount_offer_routes(app, server, auth_token=token)
+        mount_offer_routes(app, server, auth_token=token, admin_token=admin_token)
         auth = (lambda _user, password: hmac.compare_digest(password, token)) if token else None
         return gr.mount_gradio_app(app, demo, path="/", auth=auth)

@@ -78,4 +78,4 @@ class DetectorMetrics:
             "rayrtc_detector_forward_seconds", description="Detector forward pass time per batch.",
             boundaries=LATENCY_BOUNDS_S,
         )
-        self.errors = metrics.Counter("rayrtc_detector_errors_total", description="Batches whose forward raised.")
+        self.errors = metrics.Counter("rayrtc_detector_errors_total", description="Frames the detector could not process (after their batch raised, each frame is retried alone).")

@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from component.client_address import parse_networks
 from component.ice import IceConfig, IceServer
 from component.turn import TurnRest
 from deployments.models.spec import ModelSpec
@@ -56,6 +57,14 @@ class AppArgs(BaseModel):
     offer_burst: int = Field(20, ge=1)
     auth_token: Optional[SecretStr] = Field(
         None, description="when set: the UI asks for it as password, /webrtc/* need `Authorization: Bearer`"
+    )
+    admin_token: Optional[SecretStr] = Field(
+        None,
+        description="bearer token for GET /webrtc/sessions (session ids and per-session detail); null: that route is off",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="proxy addresses/networks (comma-separated) whose X-Forwarded-For / Forwarded names the client",
     )
 
     # --- ICE ------------------------------------------------------------------------
@@ -136,7 +145,8 @@ class AppArgs(BaseModel):
     model_batched: bool = False
 
     @field_validator(
-        "time_limit", "detector_initial_replicas", "idle_timeout", "offer_rate_per_s", "auth_token", "turn_secret",
+        "time_limit", "detector_initial_replicas", "idle_timeout", "offer_rate_per_s", "auth_token", "admin_token",
+        "turn_secret",
         mode="before",
     )
     @classmethod
@@ -145,7 +155,13 @@ class AppArgs(BaseModel):
             return None
         return value
 
-    _split_lists = field_validator("ice_host_addresses", "turn_urls", mode="before")(_split_csv)
+    _split_lists = field_validator("ice_host_addresses", "trusted_proxies", "turn_urls", mode="before")(_split_csv)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)  # raises naming the bad entry
+        return value
 
     @field_validator("ice_servers", "detector_resources", mode="before")
     @classmethod

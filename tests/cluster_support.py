@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 
 from component.client import StreamClient
+from tests.helpers import ADMIN_HEADERS, ADMIN_TOKEN
 
 SESSION_HEADER = "x-session-id"  # Serve's default RAY_SERVE_SESSION_ID_HEADER_KEY
 REPLICA_HEADER = "x-rayrtc-replica"  # set by the ingress on every response
@@ -31,6 +32,8 @@ def app_args(**overrides: Any) -> dict[str, Any]:
     for optional in ("offer_rate_per_s", "idle_timeout"):
         if optional in AppArgs.model_fields:
             base[optional] = None
+    if "admin_token" in AppArgs.model_fields:
+        base["admin_token"] = ADMIN_TOKEN
     base.update(overrides)
     return base
 
@@ -59,21 +62,14 @@ class StickyClient(StreamClient):
         """The ingress replica that answered this session's offer."""
         return self.offer_response_headers.get(REPLICA_HEADER)
 
-    async def set_inputs(self, *values: Any) -> str | None:
-        """What the page's slider does, through Gradio's event API; returns the replica."""
-        async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
-            resp = await http.post(
-                f"{self.base_url}/gradio_api/run/webrtc_set_inputs",
-                json={"data": [self.webrtc_id, *values]},
-                headers=self.headers,
-            )
-        assert resp.status_code == 200, resp.text
-        return resp.headers.get(REPLICA_HEADER)
+    def set_inputs(self, *values: Any) -> None:
+        """What the page's slider does: the values on the session's own data channel."""
+        self.send({"type": "inputs", "values": list(values)})
 
     async def replica_stats(self) -> tuple[str | None, dict]:
-        """`/webrtc/stats` of the replica this session's header routes to."""
+        """`/webrtc/sessions` of the replica this session's header routes to."""
         async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
-            resp = await http.get(f"{self.base_url}/webrtc/stats", headers=self.headers)
+            resp = await http.get(f"{self.base_url}/webrtc/sessions", headers={**self.headers, **ADMIN_HEADERS})
         resp.raise_for_status()
         return resp.headers.get(REPLICA_HEADER), resp.json()
 

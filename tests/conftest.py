@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from component.ice import set_host_addresses
-from tests.helpers import LOOPBACK, free_port
+from tests.helpers import ADMIN_TOKEN, LOOPBACK, free_port
 
 # Both ends of every test peer connection gather on loopback only.
 set_host_addresses([LOOPBACK])
@@ -74,7 +74,7 @@ def deploy_app(base: str, name: str, prefix: str, **overrides) -> ServedApp:
         detector_num_cpus=0.5,
         detector_max_replicas=1,
         default_threshold=0.3,
-        **{"offer_rate_per_s": None, **overrides},
+        **{"offer_rate_per_s": None, "admin_token": ADMIN_TOKEN, **overrides},
     )
     serve.run(app(args), name=name, route_prefix=prefix)
     return ServedApp(name=name, url=base + (prefix if prefix != "/" else ""), args=args)
@@ -88,3 +88,41 @@ def main_app(serve_instance) -> ServedApp:
 @pytest.fixture(scope="session")
 def short_app(serve_instance) -> ServedApp:
     return deploy_app(serve_instance, "short", "/short", time_limit=3, max_sessions=2)
+
+
+@pytest.fixture
+async def serve_stream():
+    """A `StreamServer` behind uvicorn on loopback, no Ray: `await serve_stream(fn,
+    routes={...}, **StreamConfig fields)` -> (base url, server). Torn down after the test."""
+    import asyncio
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from component import IceConfig, StreamConfig, StreamServer, mount_offer_routes
+    from tests.helpers import wait_for
+
+    servers = []
+
+    async def start(fn, routes: dict | None = None, **config):
+        stream = StreamServer(
+            StreamConfig(fn=fn, **config), IceConfig(host_addresses=(LOOPBACK,)), default_inputs=[0.5]
+        )
+        app = FastAPI()
+        mount_offer_routes(app, stream, **(routes or {}))
+        port = free_port()
+        http = uvicorn.Server(uvicorn.Config(
+            # proxy_headers off: uvicorn would otherwise rewrite the client address from
+            # X-Forwarded-For itself for loopback peers, before our own trusted-proxy logic.
+            app, host=LOOPBACK, port=port, log_level="warning", lifespan="off", proxy_headers=False,
+        ))
+        task = asyncio.create_task(http.serve())
+        await wait_for(lambda: http.started, 10, what="uvicorn to start")
+        servers.append((http, task, stream))
+        return f"http://{LOOPBACK}:{port}", stream
+
+    yield start
+    for http, task, stream in servers:
+        await stream.close_all()
+        http.should_exit = True
+        await asyncio.wait_for(task, 10)

@@ -69,3 +69,45 @@ async def test_sessions_stream_through_the_onnx_detector(onnx_app):
                            what="boxes drawn on a session's frames")
     finally:
         await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_one_bad_frame_fails_alone_not_its_batch(onnx_app):
+    """A frame the model cannot take (wrong tensor shape) shares a batch with good
+    ones: the good ones still get their detections, the bad one a `FrameFailure`."""
+    import numpy as np
+
+    from deployments.models import FrameFailure, ModelInput
+
+    spec = onnx_app.args.model_spec()
+    good = build_preprocessor(spec)(photo("astronaut"))
+    bad = ModelInput(tensor=np.zeros((3, 7, 7), np.uint8), frame_size=(7, 7))
+    handle = serve.get_deployment_handle("Detector", app_name=onnx_app.name)
+    before = await handle.stats.remote()
+    calls = [good] * 3 + [bad] + [good] * 3
+    results = await asyncio.gather(*(handle.detect.remote(item) for item in calls))
+    after = await handle.stats.remote()
+
+    assert isinstance(results[3], FrameFailure) and "shape" in results[3].error
+    for found in results[:3] + results[4:]:
+        assert not isinstance(found, FrameFailure), found
+        assert max(found, key=lambda d: d.score).label == "person"
+    grew = {s: n - before["batch_sizes"].get(s, 0) for s, n in after["batch_sizes"].items()}
+    assert max(s for s, n in grew.items() if n > 0) > 1, f"the bad frame never shared a batch: {grew}"
+
+
+async def test_the_sessions_threshold_reaches_the_models_filter(onnx_app):
+    """A threshold under the model's default 0.25 shows more (weaker) detections; frames
+    with different thresholds in one batch each get their own filter."""
+    import dataclasses
+
+    spec = onnx_app.args.model_spec()
+    item = build_preprocessor(spec)(photo("coffee"))
+    handle = serve.get_deployment_handle("Detector", app_name=onnx_app.name)
+    thresholds = [None, 0.05, 0.6]
+    default, low, high = await asyncio.gather(*(
+        handle.detect.remote(dataclasses.replace(item, min_score=t)) for t in thresholds
+    ))
+    assert all(d.score >= 0.25 for d in default)
+    assert any(d.score < 0.25 for d in low), f"nothing under 0.25 at threshold 0.05: {low}"
+    assert all(d.score >= 0.05 for d in low) and len(low) > len(default)
+    assert all(d.score >= 0.6 for d in high) and len(high) <= len(default)

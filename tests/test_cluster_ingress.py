@@ -64,7 +64,15 @@ async def open_session(url: str, image: np.ndarray, webrtc_id: str, threshold: f
     await client.connect()
     await client.wait_connected()
     client.connected_at = time.monotonic()
-    assert await client.set_inputs(threshold) == client.replica, "slider event left the owning replica"
+    client.set_inputs(threshold)
+
+    async def applied() -> bool:
+        replica, stats = await client.replica_stats()
+        return replica == client.replica and any(
+            s["webrtc_id"] == client.webrtc_id and s["inputs"] == [threshold] for s in stats["sessions"]
+        )
+
+    await wait_for(applied, 10, what="the slider value to reach the session's own replica")
     client.threshold = threshold
     return client
 

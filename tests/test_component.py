@@ -200,8 +200,10 @@ def test_input_changes_also_go_through_the_page():
         webrtc = WebRTC()
         slider = gr.Slider(0, 1, value=0.4)
         webrtc.webrtc_stream(lambda f, t: None, inputs=[webrtc, slider])
-    dep = next(d for d in demo.config["dependencies"] if d["api_name"] == "webrtc_set_inputs")
+    dep = next(d for d in demo.config["dependencies"] if d["js"] and "rayrtc-inputs" in d["js"])
     # No output: an update to the component would make Gradio rebuild it per session.
     assert dep["outputs"] == []
+    # Browser-only: no server handler, so no public API that could change a session.
+    assert not dep["backend_fn"] and dep["api_visibility"] == "private"
     assert "rayrtc-inputs" in dep["js"] and "index: 0" in dep["js"]
     assert "rayrtc-inputs" in webrtc.js_on_load

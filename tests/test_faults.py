@@ -15,7 +15,7 @@ from ray import serve
 
 from component.client import StreamClient
 from tests.conftest import deploy_app
-from tests.helpers import ROOT, green_mask, photo, wait_for
+from tests.helpers import ROOT, green_mask, photo, session_stats, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +34,6 @@ def detector_replicas(app_name: str) -> list[str]:
         for a in ray.util.list_named_actors(all_namespaces=True)
         if a["namespace"] == "serve" and a["name"].startswith(f"SERVE_REPLICA::{app_name}#Detector#")
     ]
-
-
-async def session_stats(url: str, webrtc_id: str) -> dict | None:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
-        body = (await http.get(url + "/webrtc/stats")).json()
-    return next((s for s in body["sessions"] if s["webrtc_id"] == webrtc_id), None)
 
 
 async def test_a_raising_model_costs_frames_not_the_session(faults_app):

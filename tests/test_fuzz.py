@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from component.client import StreamClient
-from tests.helpers import photo, wait_for
+from tests.helpers import ADMIN_HEADERS, photo, wait_for
 
 FUZZ_CASES = int(os.environ.get("RAYRTC_FUZZ_CASES", "300"))
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=200)
@@ -55,7 +55,7 @@ def test_fuzzed_offers_get_4xx_and_leave_nothing(main_app):
 
         one()
         print(f"fuzzed offers: {sum(seen.values())} cases, status counts {seen}")
-        stats = http.get(main_app.url + "/webrtc/stats").json()
+        stats = http.get(main_app.url + "/webrtc/sessions", headers=ADMIN_HEADERS).json()
     assert sum(seen.values()) >= FUZZ_CASES
     assert stats["active"] == 0 or all(s["state"] == "connected" for s in stats["sessions"])
 

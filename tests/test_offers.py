@@ -11,7 +11,7 @@ from aiortc import RTCPeerConnection
 from component.client import OfferRejected, StreamClient
 from component.ice import IceConfig
 from component.protocol import MAX_OFFER_BYTES
-from tests.helpers import photo, wait_for
+from tests.helpers import admin_stats, photo, wait_for
 
 
 async def post(url: str, **kwargs) -> httpx.Response:
@@ -20,8 +20,7 @@ async def post(url: str, **kwargs) -> httpx.Response:
 
 
 async def stats(url: str) -> dict:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
-        return (await http.get(url + "/webrtc/stats")).json()
+    return await admin_stats(url)
 
 
 async def audio_only_sdp() -> str:

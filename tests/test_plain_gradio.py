@@ -71,13 +71,9 @@ def launch(demo: gr.Blocks) -> str:
     return f"http://{LOOPBACK}:{port}"
 
 
-async def set_inputs(base_url: str, webrtc_id: str, *values) -> None:
-    """What the page does when the slider moves."""
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
-        resp = await http.post(
-            f"{base_url}/gradio_api/run/webrtc_set_inputs", json={"data": [webrtc_id, *values]}
-        )
-    assert resp.status_code == 200, resp.text
+def set_inputs(client: StreamClient, *values) -> None:
+    """What the page does when the slider moves: the values on the session's own channel."""
+    client.send({"type": "inputs", "values": list(values)})
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +116,10 @@ async def test_example_demo_streams_detections_through_component_server(example_
         await wait_for(lambda: face_box_coverage(client.latest_image(), box) > 0.8, 10,
                        what="the local model's face box in the returned frames")
         # The slider's value reaches this session's fn: 0.95 hides the face (~0.7).
-        await set_inputs(url, client.webrtc_id, 0.95)
+        set_inputs(client, 0.95)
         await wait_for(lambda: face_box_coverage(client.latest_image(), box) < 0.1, 10,
                        what="no box at threshold 0.95")
-        await set_inputs(url, client.webrtc_id, 0.0)
+        set_inputs(client, 0.0)
         await wait_for(lambda: face_box_coverage(client.latest_image(), box) > 0.8, 10,
                        what="the box back at threshold 0.0")
     finally:

@@ -13,7 +13,7 @@ import pytest
 
 from component.client import StreamClient
 from tests.conftest import deploy_app
-from tests.helpers import photo, wait_for
+from tests.helpers import admin_stats, photo, wait_for
 
 SESSIONS = int(os.environ.get("RAYRTC_SOAK_SESSIONS", "200"))
 CONCURRENCY = 8
@@ -25,8 +25,7 @@ def soak_app(serve_instance):
 
 
 async def process(url: str) -> dict:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
-        body = (await http.get(url + "/webrtc/stats")).json()
+    body = await admin_stats(url)
     return {"active": body["active"], **body["process"]}
 
 

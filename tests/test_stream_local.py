@@ -7,36 +7,10 @@ import asyncio
 
 import numpy as np
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
-from component import Detection, Detections, IceConfig, StreamConfig, StreamServer, mount_offer_routes
+from component import Detection, Detections
 from component.client import StreamClient
 from tests.helpers import LOOPBACK, free_port, green_mask, photo, wait_for
-
-
-@pytest.fixture
-async def serve_stream():
-    servers: list[tuple[uvicorn.Server, asyncio.Task, StreamServer]] = []
-
-    async def start(fn, **config) -> tuple[str, StreamServer]:
-        stream = StreamServer(
-            StreamConfig(fn=fn, **config), IceConfig(host_addresses=(LOOPBACK,)), default_inputs=[0.5]
-        )
-        app = FastAPI()
-        mount_offer_routes(app, stream)
-        port = free_port()
-        http = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning", lifespan="off"))
-        task = asyncio.create_task(http.serve())
-        await wait_for(lambda: http.started, 10, what="uvicorn to start")
-        servers.append((http, task, stream))
-        return f"http://{LOOPBACK}:{port}", stream
-
-    yield start
-    for http, task, stream in servers:
-        await stream.close_all()
-        http.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 async def test_every_frame_can_reach_a_fast_fn_and_comes_back_annotated(serve_stream):

@@ -22,6 +22,7 @@ const MESSAGES = {
   connection_already_exists: 'This stream is already connected.',
   rate_limited: 'Too many connection attempts: wait a few seconds and press Start again.',
   unauthorized: 'Not authorised to stream: sign in again.',
+  forbidden: 'Not allowed: this server refused the request.',
   unknown_session: 'The server does not know this session any more: press Start again.',
   no_media_port: 'Server busy: no network port is free for video right now. Try again in a moment.',
   offer_failed: 'Could not reach the server to start the stream.',

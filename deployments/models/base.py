@@ -9,13 +9,22 @@ model's input size.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from component.detections import Detection, Detections
 
-__all__ = ["Backend", "Detection", "Detections", "ModelInput", "ModelLoadError", "Preprocessor"]
+__all__ = [
+    "Backend", "Detection", "Detections", "FrameFailure", "ModelInput", "ModelLoadError", "Preprocessor",
+    "score_floor",
+]
+
+# Backends keep detections scoring at least this when the caller sets no `min_score`.
+DEFAULT_MIN_SCORE = 0.25
+# The lowest filter a caller may ask for: below it a detector returns mostly noise, and
+# decoding and NMS cost grows with every extra candidate box.
+LOWEST_MIN_SCORE = 0.01
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,9 @@ class ModelInput:
     scale: tuple[float, float] = (1.0, 1.0)
     pad: tuple[float, float] = (0.0, 0.0)
     extras: dict = field(default_factory=dict)
+    # The session's threshold: the backend keeps detections scoring at least this
+    # (frames in one batch may differ). None: the backend's default filter.
+    min_score: Optional[float] = None
 
     def to_frame_box(
         self, x1: float, y1: float, x2: float, y2: float
@@ -48,6 +60,22 @@ class ModelInput:
             float(min(max(fx2, 0.0), 1.0)),
             float(min(max(fy2, 0.0), 1.0)),
         )
+
+
+def score_floor(item: ModelInput, default: float = DEFAULT_MIN_SCORE) -> float:
+    """The score filter for one input: the session's threshold when it set one
+    (never below `LOWEST_MIN_SCORE`), else the backend's default."""
+    if item.min_score is None:
+        return default
+    return max(float(item.min_score), LOWEST_MIN_SCORE)
+
+
+@dataclass(frozen=True)
+class FrameFailure:
+    """Returned in place of `Detections` for one input of a batch that could not be
+    processed, so the other frames of that batch still get their results."""
+
+    error: str
 
 
 @runtime_checkable

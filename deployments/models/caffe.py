@@ -17,7 +17,9 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from deployments.models.base import Detection, Detections, ModelInput, ModelLoadError
+from deployments.models.base import (
+    DEFAULT_MIN_SCORE, Detection, Detections, ModelInput, ModelLoadError, score_floor,
+)
 from deployments.models.spec import ModelSpec
 from deployments.models.weights import resolve_weights
 
@@ -31,7 +33,7 @@ VOC21: tuple[str, ...] = (
     "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
     "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
-CONF_THRESHOLD = 0.25
+CONF_THRESHOLD = DEFAULT_MIN_SCORE
 
 
 class SsdPreprocessor:
@@ -78,7 +80,9 @@ class CaffeSsdBackend:
             raise ValueError(f"{self.name} expects {self.size}x{self.size}x3 images, got {item.tensor.shape}")
         blob = cv2.dnn.blobFromImage(item.tensor, SSD_SCALE, (self.size, self.size), SSD_MEAN, swapRB=False)
         self._net.setInput(blob)
-        return decode_ssd(self._net.forward(), item, self.names, self.conf_threshold, self.size)
+        # The session's threshold filters here; the prototxt's DetectionOutput layer
+        # (`confidence_threshold`) is a floor this cannot go under.
+        return decode_ssd(self._net.forward(), item, self.names, score_floor(item, self.conf_threshold), self.size)
 
 
 def decode_ssd(

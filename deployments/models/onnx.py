@@ -23,7 +23,9 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from deployments.models.base import Detection, Detections, ModelInput, ModelLoadError
+from deployments.models.base import (
+    DEFAULT_MIN_SCORE, Detection, Detections, ModelInput, ModelLoadError, score_floor,
+)
 from deployments.models.coco import COCO80
 from deployments.models.spec import ModelSpec
 from deployments.models.weights import resolve_weights
@@ -34,7 +36,7 @@ Decoder = Literal["yolox", "fastestdet"]
 DEFAULT_SIZE: dict[str, int] = {"yolox": 416, "fastestdet": 352}
 YOLOX_STRIDES = (8, 16, 32)
 LETTERBOX_PAD = 114
-CONF_THRESHOLD = 0.25
+CONF_THRESHOLD = DEFAULT_MIN_SCORE
 NMS_IOU = 0.45
 MAX_DETECTIONS = 100
 
@@ -310,16 +312,18 @@ class OnnxBackend:
         return [self.decode(o, item) for o, item in zip(out, batch)]
 
     def decode(self, out: np.ndarray, item: ModelInput) -> Detections:
-        """One image's raw output -> detections after per-class NMS."""
+        """One image's raw output -> detections after per-class NMS, keeping those
+        scoring at least the input's own `min_score` (the session's threshold)."""
+        threshold = score_floor(item, self.conf_threshold)
         if self.decoder == "yolox":
-            boxes, scores, classes = self._decode_yolox(out)
+            boxes, scores, classes = self._decode_yolox(out, threshold)
         else:
-            boxes, scores, classes = self._decode_fastestdet(out)
+            boxes, scores, classes = self._decode_fastestdet(out, threshold)
         if len(scores) == 0:
             return Detections()
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
         keep = cv2.dnn.NMSBoxesBatched(
-            xywh.tolist(), scores.tolist(), classes.tolist(), self.conf_threshold, self.nms_iou
+            xywh.tolist(), scores.tolist(), classes.tolist(), threshold, self.nms_iou
         )
         keep = sorted(np.ravel(keep).astype(int), key=lambda i: -scores[i])[:MAX_DETECTIONS]
         return Detections(
@@ -329,24 +333,24 @@ class OnnxBackend:
             )
         )
 
-    def _decode_yolox(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _decode_yolox(self, out: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows (dx, dy, log w, log h, obj, cls...) per grid cell of strides 8/16/32."""
         cls_scores = out[:, 5:] * out[:, 4:5]
         classes = cls_scores.argmax(axis=1)
         scores = cls_scores[np.arange(len(out)), classes]
-        keep = scores >= self.conf_threshold
+        keep = scores >= threshold
         rows, stride = out[keep], self._strides[keep]
         centre = (rows[:, :2] + self._grid[keep]) * stride
         half = np.exp(np.minimum(rows[:, 2:4], 20.0)) * stride / 2
         return np.concatenate([centre - half, centre + half], 1), scores[keep], classes[keep]
 
-    def _decode_fastestdet(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _decode_fastestdet(self, out: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(obj, tx, ty, tw, th, cls...) per cell: centre = cell + tanh offset, size =
         sigmoid as a fraction of the input; score = obj * best class probability."""
         _, gh, gw = out.shape
         classes = out[5:].argmax(axis=0)
         scores = out[0] * np.take_along_axis(out[5:], classes[None], 0)[0]
-        ys, xs = np.nonzero(scores >= self.conf_threshold)
+        ys, xs = np.nonzero(scores >= threshold)
         cell = out[:, ys, xs]
         cx = (xs + np.tanh(cell[1])) / gw
         cy = (ys + np.tanh(cell[2])) / gh
