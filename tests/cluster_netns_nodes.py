@@ -27,7 +27,41 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.cluster_two_nodes import stop_cluster  # noqa: E402
+
+def cluster_pids(temp_dir: str) -> list[int]:
+    """Processes of the cluster rooted at `temp_dir`: those naming it on their command
+    line (GCS, raylets, agents) and their children (workers), this script excepted."""
+    roots = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if temp_dir in cmdline and Path(__file__).name not in cmdline:
+            roots.append(int(entry.name))
+    children = []
+    for pid in roots:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        children += [int(p) for p in out.split()]
+    return sorted(set(roots + children))
+
+
+def stop_cluster(temp_dir: str, grace: float = 5.0) -> int:
+    """Stop every process of that cluster (never `ray stop`, which would stop every Ray
+    on the machine, other test sessions' included)."""
+    pids = cluster_pids(temp_dir)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+            time.sleep(0.1)
+    return len(pids)
 
 GCS_PORT = 6379  # each node has its own network stack: Ray's default ports are free
 HTTP_PORT = 8000

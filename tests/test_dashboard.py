@@ -108,7 +108,7 @@ async def test_every_queried_metric_is_served_by_the_running_app(main_app, metri
         return names if not missing else None
 
     try:
-        names = await wait_for(exported, 30, interval=0.5, what="the dashboard's series on the metrics endpoint")
+        names = await wait_for(exported, 60, interval=0.5, what="the dashboard's series on the metrics endpoint")
     except AssertionError:
         raise AssertionError(f"never exported: {sorted(missing)}") from None
     assert {base_name(s, defined) for s in names if s.startswith("ray_rayrtc_")} <= set(defined)
