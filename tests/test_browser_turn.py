@@ -177,6 +177,11 @@ async def test_a_broken_turn_server_gets_a_clear_message(context, netns, coturn,
         url, secret = f"turn:{netns.host_ip}:{free_udp_tcp_port(netns.host_ip)}?transport=udp", SECRET
     else:  # coturn is up, but the app's secret is not coturn's
         url, secret = coturn.url, "not-" + SECRET
+    from component.ice import current_process_settings, restore_process_settings
+
+    # The page's component applies its host addresses to this whole process (aioice has
+    # no per-connection setting): put the test session's loopback setting back after.
+    previous = current_process_settings()
     demo, page = await _broken_turn_page(context, netns, url, secret)
     try:
         t0 = time.monotonic()
@@ -192,3 +197,4 @@ async def test_a_broken_turn_server_gets_a_clear_message(context, netns, coturn,
     finally:
         await page.close()
         demo.close()
+        restore_process_settings(previous)
