@@ -1,15 +1,22 @@
-"""Load generator: N aiortc peers, each streaming a 640x480 photo with a moving patch at
-30 fps (frame numbers coded in the pixels), reading the returned video back.
+"""Load generator: N aiortc peers, each sending a pre-encoded 640x480 30 fps camera loop
+(bench/loop.py: encoded once per process, replayed as packets, so a session costs the
+load generator little next to what it costs the server) and reading back what the
+server returns.
 
 One *step* connects N sessions, lets them warm up, then measures a window of
-`seconds`: per session the delivered fps, the round-trip latency of each returned
-frame (send time of the frame id read back from its pixels), frames not returned,
-detector calls per second (from the server's per-session counters), and the CPU of
-the server's processes and of this load generator.
+`seconds`. Per session, in server render (annotated video back): delivered fps, the
+round-trip latency of each returned frame (its loop position read from the luma plane,
+matched to its send), frames not returned, detector calls per second (from the
+server's per-session counters). In browser render (issue 11: no video back, one
+`detections` message per processed frame on the data channel): detections/s, the
+server-reported age_ms, seq gaps and malformed messages. For both: the CPU of the
+server's processes (ingress, detector, proxy + controller) and of the load generator
+itself, per session, and the load average.
 
 Against a running app (ours, `serve run serve_app:app ice_host_addresses=127.0.0.1`):
 
     python -m bench loadgen --url http://127.0.0.1:8000 --sessions 4 --seconds 8
+    python -m bench loadgen --url http://127.0.0.1:8000 --sessions 8 --render browser
 
 Every peer gathers on 127.0.0.1 only and uses an explicit, empty ICE configuration.
 """
@@ -24,223 +31,28 @@ import math
 import os
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import httpx
 import numpy as np
-from aiortc import MediaStreamTrack, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.clients import RENDERS, BenchClient, ReferenceClient, make_client  # noqa: E402
+from bench.loop import bench_image, encoded_loop  # noqa: E402,F401  (the sweep imports bench_image from here)
 from bench.procs import CpuMeter, loadavg, serve_patterns  # noqa: E402
-from component.client import ImageTrack, OfferRejected, StreamClient, read_frame_id, stamp_frame_id  # noqa: E402
-from component.ice import IceConfig, set_host_addresses  # noqa: E402
+from bench.stats import fairness, growth, p95_slices, percentiles, percentiles_ms, session_window, spread  # noqa: E402,F401
+from component.ice import set_host_addresses  # noqa: E402
 
 log = logging.getLogger("bench.loadgen")
 
 LOOPBACK = "127.0.0.1"
-WIDTH, HEIGHT = 640, 480
-SCHEMA = "rayrtc-bench/1"
-
-
-# --------------------------------------------------------------------------- images
-def bench_image() -> np.ndarray:
-    """scikit-image's astronaut (a face, a person) at 640x480 BGR; noise without skimage."""
-    import cv2
-
-    try:
-        from skimage import data
-
-        img = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-    except ImportError:
-        img = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
-    return cv2.resize(img, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
-
-
-def patch_image(size: int = 112) -> np.ndarray:
-    """The moving patch: scikit-image's cat (textured, so the encoder has work to do)."""
-    import cv2
-
-    try:
-        from skimage import data
-
-        img = cv2.cvtColor(data.chelsea(), cv2.COLOR_RGB2BGR)
-    except ImportError:
-        img = np.random.default_rng(1).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-
-
-class MovingPatchTrack(ImageTrack):
-    """`ImageTrack` with a patch bouncing across the lower right of the frame (motion
-    for the encoder, clear of the face and of the frame-id strip at the bottom left),
-    the frame number stamped in the pixels, and every send time kept."""
-
-    def __init__(self, image: np.ndarray, fps: float = 30.0, patch: Optional[np.ndarray] = None) -> None:
-        super().__init__(image, fps, stamp_ids=True)
-        self.patch = patch if patch is not None else patch_image()
-        self.sent_log: list[tuple[int, float]] = []  # (frame id, monotonic send time)
-        self.sent_at: dict[int, float] = {}
-
-    def compose(self, index: int) -> np.ndarray:
-        image = self.image.copy()
-        h, w = image.shape[:2]
-        ph, pw = self.patch.shape[:2]
-        x_min, x_max = w // 2, w - pw
-        y_min, y_max = h // 2, h - ph - 24
-        span_x, span_y = max(1, x_max - x_min), max(1, y_max - y_min)
-        tx, ty = (index * 6) % (2 * span_x), (index * 3) % (2 * span_y)
-        x = x_min + (tx if tx < span_x else 2 * span_x - tx)
-        y = y_min + (ty if ty < span_y else 2 * span_y - ty)
-        image[y : y + ph, x : x + pw] = self.patch
-        stamp_frame_id(image, index)
-        return image
-
-    def on_sent(self, index: int, at: float) -> None:
-        # Every send time, unbounded: a bench run is bounded in time.
-        self.sent_at[index] = at
-        self.sent_log.append((index, at))
-
-
-# --------------------------------------------------------------------------- clients
-class BenchClient(StreamClient):
-    """`StreamClient` with the moving-patch track and a log of every returned frame:
-    (arrival time, frame id read from its pixels, round-trip seconds or None)."""
-
-    def __init__(self, base_url: str, image: np.ndarray, fps: float = 30.0, **kwargs: Any) -> None:
-        super().__init__(base_url, image, fps=fps, ice=IceConfig(), measure_latency=False, **kwargs)
-        self.track = MovingPatchTrack(image, fps)
-        self.recv_log: list[tuple[float, int, Optional[float]]] = []
-        # (time, decoded frames waiting for us, encoded frames waiting for the decoder):
-        # frames queued on the load generator's side, i.e. lag that is the bench's own.
-        self.queue_log: list[tuple[float, int, int]] = []
-        self.error: Optional[str] = None
-
-    def _queues(self, track: MediaStreamTrack) -> tuple[int, int]:
-        """Sizes of aiortc's receive queues for `track` (private attributes; -1 if absent)."""
-        decoded = getattr(getattr(track, "_queue", None), "qsize", lambda: -1)()
-        encoded = -1
-        for receiver in self.pc.getReceivers():
-            if receiver.track is track:
-                q = getattr(receiver, "_RTCRtpReceiver__decoder_queue", None)
-                encoded = q.qsize() if q is not None else -1
-        return decoded, encoded
-
-    async def _read(self, track: MediaStreamTrack) -> None:
-        r = self.received
-        try:
-            while True:
-                frame = await track.recv()
-                now = time.monotonic()
-                if r.count % 10 == 0:
-                    self.queue_log.append((now, *self._queues(track)))
-                r.count += 1
-                r.first_at = r.first_at or now
-                r.last_at = now
-                r.latest = frame
-                frame_id = read_frame_id(frame.to_ndarray(format="gray"))
-                sent = self.track.sent_at.get(frame_id)
-                self.recv_log.append((now, frame_id, None if sent is None else now - sent))
-                event, self._new_frame = self._new_frame, asyncio.Event()
-                event.set()
-        except MediaStreamError:
-            pass
-
-    async def start(self) -> None:
-        """Anything the server needs after the connection is up (ours: nothing)."""
-
-    async def close(self) -> None:
-        try:
-            self.send({"type": "stop"})
-        except Exception:
-            pass
-        await super().close()
-
-
-class ReferenceClient(BenchClient):
-    """A browser of the `gradio_webrtc` 0.0.31 reference, as its compiled frontend does it:
-    the offer through Gradio's `component_server` (`fn_name: "offer"`), then, once
-    connected, the component's `tick` event through `queue/join` with
-    `[webrtc_id, threshold]`, which hands the session its arguments (until then the
-    reference returns the camera frames untouched)."""
-
-    def __init__(
-        self,
-        base_url: str,
-        image: np.ndarray,
-        component_id: int,
-        tick_fn_index: int,
-        threshold: float = 0.3,
-        fps: float = 30.0,
-    ) -> None:
-        super().__init__(base_url, image, fps=fps)
-        self.component_id = component_id
-        self.tick_fn_index = tick_fn_index
-        self.threshold = threshold
-        self.session_hash = uuid.uuid4().hex[:11]
-        self._sse: Optional[asyncio.Task] = None
-        self.started = asyncio.Event()
-
-    async def connect(self, timeout: float = 20.0) -> dict:
-        self.pc.addTrack(self.track)
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        body = {
-            "session_hash": self.session_hash,
-            "component_id": self.component_id,
-            "fn_name": "offer",
-            "data": {"sdp": self.pc.localDescription.sdp, "type": "offer", "webrtc_id": self.webrtc_id},
-        }
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
-            resp = await http.post(self.base_url + "/gradio_api/component_server", json=body)
-        data = resp.json() if resp.content else None
-        if resp.status_code != 200 or not isinstance(data, dict) or data.get("status") == "failed":
-            await self.close()
-            raise OfferRejected(resp.status_code, data)
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
-        return data
-
-    async def start(self, timeout: float = 20.0) -> None:
-        body = {
-            "data": [self.webrtc_id, self.threshold],
-            "event_data": None,
-            "fn_index": self.tick_fn_index,
-            "trigger_id": self.component_id,
-            "session_hash": self.session_hash,
-        }
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
-            resp = await http.post(self.base_url + "/gradio_api/queue/join", json=body)
-            resp.raise_for_status()
-        self._sse = asyncio.ensure_future(self._listen())
-        await asyncio.wait_for(self.started.wait(), timeout)
-
-    async def _listen(self) -> None:
-        url = f"{self.base_url}/gradio_api/queue/data?session_hash={self.session_hash}"
-        async with httpx.AsyncClient(timeout=None, trust_env=False) as http:
-            async with http.stream("GET", url) as resp:
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    try:
-                        msg = json.loads(line[5:])
-                    except ValueError:
-                        continue
-                    if msg.get("msg") == "process_completed":
-                        if not msg.get("success", True):
-                            self.error = f"tick event failed: {msg.get('output')}"
-                        self.started.set()
-                    elif msg.get("msg") == "close_stream":
-                        return
-
-    async def close(self) -> None:
-        if self._sse is not None:
-            self._sse.cancel()
-            await asyncio.gather(self._sse, return_exceptions=True)
-        await super().close()
+SCHEMA = "rayrtc-bench/2"
+SLICES = 3  # a window's latency p95 per third: its growth shows lag building up
 
 
 # --------------------------------------------------------------------------- targets
@@ -249,12 +61,13 @@ class Target:
     processes and wait until it is idle again."""
 
     kind = "target"
+    render = "server"
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
 
-    def client(self, image: np.ndarray, fps: float) -> BenchClient:
-        raise NotImplementedError
+    def client(self, fps: float) -> BenchClient:
+        return make_client(self.client_spec(), fps)
 
     async def counters(self, http: httpx.AsyncClient) -> dict:
         """{"sessions": {webrtc_id: {"calls", "errors", ...}}, "total_calls": int | None}."""
@@ -262,7 +75,7 @@ class Target:
 
     def client_spec(self) -> dict:
         """What a load-generator worker process needs to build this target's clients."""
-        return {"kind": self.kind, "url": self.url}
+        return {"kind": self.kind, "url": self.url, "render": self.render}
 
     def cpu_meter(self, extra_loadgen: list[int] = ()) -> CpuMeter:
         raise NotImplementedError
@@ -284,7 +97,9 @@ class Target:
 
 
 class ServedTarget(Target):
-    """Our app: offers at `/webrtc/offer`, counters at `/webrtc/stats`."""
+    """Our app: offers at `/webrtc/offer`; per-session counters at `/webrtc/sessions`
+    with the app's `admin_token` (without one: `/webrtc/stats`, where older apps had
+    them); `render` is the app's render mode, which its sessions must match."""
 
     kind = "served"
 
@@ -293,16 +108,26 @@ class ServedTarget(Target):
         url: str,
         app_name: str = "default",
         detector_stats: Optional[Callable[[], Optional[dict]]] = None,
+        render: str = "server",
+        admin_token: Optional[str] = None,
     ) -> None:
         super().__init__(url)
+        if render not in RENDERS:
+            raise ValueError(f"render must be one of {RENDERS}, not {render!r}")
         self.app_name = app_name
+        self.render = render
+        self.admin_token = admin_token
         self._detector_stats = detector_stats
 
-    def client(self, image: np.ndarray, fps: float) -> BenchClient:
-        return BenchClient(self.url, image, fps=fps)
-
     async def counters(self, http: httpx.AsyncClient) -> dict:
-        resp = await http.get(self.url + "/webrtc/stats")
+        resp = None
+        if self.admin_token:
+            resp = await http.get(self.url + "/webrtc/sessions",
+                                  headers={"Authorization": f"Bearer {self.admin_token}"})
+            if resp.status_code == 404:  # an app from before /webrtc/sessions
+                resp = None
+        if resp is None:
+            resp = await http.get(self.url + "/webrtc/stats")
         resp.raise_for_status()
         data = resp.json()
         return {
@@ -330,9 +155,6 @@ class ReferenceTarget(Target):
         self.tick_fn_index = tick_fn_index
         self.threshold = threshold
 
-    def client(self, image: np.ndarray, fps: float) -> BenchClient:
-        return ReferenceClient(self.url, image, self.component_id, self.tick_fn_index, self.threshold, fps)
-
     async def counters(self, http: httpx.AsyncClient) -> dict:
         resp = await http.get(self.url + "/bench/stats")
         resp.raise_for_status()
@@ -347,65 +169,7 @@ class ReferenceTarget(Target):
         return CpuMeter(extra={"reference": [self.pid], "loadgen": [os.getpid(), *extra_loadgen]})
 
 
-# --------------------------------------------------------------------------- numbers
-def percentiles_ms(values: list[float]) -> dict:
-    if not values:
-        return {"p50": None, "p95": None, "max": None, "n": 0}
-    arr = np.asarray(values) * 1e3
-    return {
-        "p50": round(float(np.percentile(arr, 50)), 1),
-        "p95": round(float(np.percentile(arr, 95)), 1),
-        "max": round(float(arr.max()), 1),
-        "n": int(arr.size),
-    }
-
-
-def spread(values: list[float]) -> dict:
-    if not values:
-        return {"min": None, "mean": None, "max": None}
-    return {
-        "min": round(float(min(values)), 2),
-        "mean": round(float(np.mean(values)), 2),
-        "max": round(float(max(values)), 2),
-    }
-
-
-def session_window(client: BenchClient, t0: float, t1: float) -> dict:
-    window = max(t1 - t0, 1e-6)
-    sent_ids = [i for i, at in client.track.sent_log if t0 <= at < t1]
-    recv = [(at, fid, lat) for at, fid, lat in client.recv_log if t0 <= at < t1]
-    returned = {fid for _, fid, _ in client.recv_log}
-    latencies = [lat for _, _, lat in recv if lat is not None]
-    # Frames skipped on the way (newest-frame-wins): ids between the first and the
-    # last one returned in the window that never came back.
-    ids = [fid for _, fid, lat in recv if lat is not None]
-    skipped = 0
-    if ids:
-        lo, hi = min(ids), max(ids)
-        skipped = sum(1 for i in range(lo, hi + 1) if i not in returned)
-    return {
-        "webrtc_id": client.webrtc_id,
-        "sent_fps": round(len(sent_ids) / window, 2),
-        "delivered_fps": round(len(recv) / window, 2),
-        "latency_ms": percentiles_ms(latencies),
-        # Sent in the window minus returned in the window: skipped or still queued.
-        "not_returned": max(0, len(sent_ids) - len(recv)),
-        "skipped": skipped,
-        "unreadable_ids": sum(1 for _, _, lat in recv if lat is None),
-        "loadgen_queued_frames": _queued(client, t0, t1),
-        "error": client.error,
-        "_latencies": latencies,
-    }
-
-
-def _queued(client: BenchClient, t0: float, t1: float) -> Optional[dict]:
-    """Frames waiting inside this load generator (decoded + still encoded), mean and max."""
-    qs = [d + e for at, d, e in client.queue_log if t0 <= at < t1 and d >= 0 and e >= 0]
-    if not qs:
-        return None
-    return {"mean": round(float(np.mean(qs)), 1), "max": int(max(qs))}
-
-
+# --------------------------------------------------------------------------- steps
 @dataclass
 class StepOptions:
     sessions: int
@@ -414,18 +178,18 @@ class StepOptions:
     fps: float = 30.0
     connect_timeout: float = 25.0
     stats_every: float = 1.0
-    # Load-generator processes; 0: one per 4 sessions, at most half the CPUs (>= 1).
+    # Load-generator processes; 0: one per 8 sessions, at most half the CPUs (>= 1).
     procs: int = 0
     extra: dict = field(default_factory=dict)
 
     def n_procs(self) -> int:
         if self.procs > 0:
             return min(self.procs, self.sessions)
-        return max(1, min(math.ceil(self.sessions / 4), (os.cpu_count() or 2) // 2))
+        return max(1, min(math.ceil(self.sessions / 8), (os.cpu_count() or 2) // 2))
 
 
 async def bring_up(clients: list[BenchClient], timeout: float) -> list[str]:
-    """Connect every client (offer, ICE, first frames back); returns the failures."""
+    """Connect every client (offer, ICE, first frames or detections back); returns the failures."""
     failures: list[str] = []
 
     async def one(client: BenchClient) -> None:
@@ -433,7 +197,7 @@ async def bring_up(clients: list[BenchClient], timeout: float) -> list[str]:
             await client.connect(timeout=timeout)
             await client.wait_connected(timeout=timeout)
             await client.start()
-            await client.wait_frames(3, timeout=timeout)
+            await client.wait_flowing(timeout=timeout)
         except Exception as exc:  # recorded, the step goes on with the others
             client.error = f"{type(exc).__name__}: {exc}"
             failures.append(client.error)
@@ -442,20 +206,13 @@ async def bring_up(clients: list[BenchClient], timeout: float) -> list[str]:
     return failures
 
 
-def make_client(spec: dict, image: np.ndarray, fps: float) -> BenchClient:
-    """A client from a picklable description (for load-generator worker processes)."""
-    if spec["kind"] == "reference":
-        return ReferenceClient(spec["url"], image, spec["component_id"], spec["tick_fn_index"], spec["threshold"], fps)
-    return BenchClient(spec["url"], image, fps=fps)
-
-
 def _worker_main(conn, spec: dict, sessions: int, fps: float, connect_timeout: float) -> None:
     """A load-generator process: `sessions` peers; reports windows when told t0/t1."""
     set_host_addresses([LOOPBACK])
 
     async def go() -> None:
-        image = bench_image()
-        clients = [make_client(spec, image, fps) for _ in range(sessions)]
+        await asyncio.to_thread(encoded_loop, "VP8", fps=int(round(fps)))  # before any session starts
+        clients = [make_client(spec, fps) for _ in range(sessions)]
         try:
             failures = await bring_up(clients, connect_timeout)
             conn.send(("ready", failures))
@@ -520,7 +277,7 @@ class _Workers:
             pipe.close()
 
 
-async def run_step(target: Target, opts: StepOptions, image: Optional[np.ndarray] = None) -> dict:
+async def run_step(target: Target, opts: StepOptions) -> dict:
     """Connect `opts.sessions` peers, warm up, measure one window, close; returns the step's record.
 
     With several load-generator processes (`opts.procs`, or automatic on machines with
@@ -532,10 +289,12 @@ async def run_step(target: Target, opts: StepOptions, image: Optional[np.ndarray
     windows: list[dict] = []
     async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
         try:
+            if procs == 1:
+                # The loop is encoded once per process, before any session (and the clock) starts.
+                await asyncio.to_thread(encoded_loop, "VP8", fps=int(round(opts.fps)))
             t_connect = time.monotonic()
             if procs == 1:
-                image = bench_image() if image is None else image
-                clients = [target.client(image, opts.fps) for _ in range(opts.sessions)]
+                clients = [target.client(opts.fps) for _ in range(opts.sessions)]
                 failures = await bring_up(clients, opts.connect_timeout)
             else:
                 split = [opts.sessions // procs + (1 if i < opts.sessions % procs else 0) for i in range(procs)]
@@ -573,12 +332,20 @@ async def run_step(target: Target, opts: StepOptions, image: Optional[np.ndarray
 
     window = t1 - t0
     sessions = [session_window(c, t0, t1) for c in clients] if clients else windows
+    browser = target.render == "browser"
     for s in sessions:
         b = before["sessions"].get(s["webrtc_id"])
         a = after["sessions"].get(s["webrtc_id"])
+        server_rate = None
         if a is not None and b is not None:
-            s["detections_per_s"] = round((a["calls"] - b["calls"]) / window, 2)
+            server_rate = round((a["calls"] - b["calls"]) / window, 2)
             s["detector_errors"] = a.get("errors", 0) - b.get("errors", 0)
+        s["server_calls_per_s"] = server_rate
+        if browser:
+            # What the page gets: the messages that arrived, not the server's count.
+            s["detections_per_s"] = s["detection_messages_per_s"]
+        elif server_rate is not None:
+            s["detections_per_s"] = server_rate
         elif target.kind == "reference":
             # The reference runs its fn on every frame it returns.
             s["detections_per_s"] = s["delivered_fps"]
@@ -589,45 +356,75 @@ async def run_step(target: Target, opts: StepOptions, image: Optional[np.ndarray
         lat = [x for x in lat if x is not None]
         s["detector_call_ms"] = percentiles_ms(lat) if lat else None
 
-    pooled = [x for s in sessions for x in s.pop("_latencies")]
+    pooled = [p for s in sessions for p in s.pop("_latencies")]
+    ages = [p for s in sessions for p in s.pop("_ages", [])]
     det_rates = [s["detections_per_s"] for s in sessions if s["detections_per_s"] is not None]
     total_calls = None
     if before.get("total_calls") is not None and after.get("total_calls") is not None:
         total_calls = round((after["total_calls"] - before["total_calls"]) / window, 2)
     elif det_rates:
         total_calls = round(sum(det_rates), 2)
-    ingress = cpu["cores"].get("ingress")
     mean_fps = float(np.mean([s["delivered_fps"] for s in sessions])) if sessions else 0.0
-    server_cores = cpu["cores"].get("ingress", 0) + cpu["cores"].get("reference", 0)
-    return {
+    c = cpu["cores"]
+    media = c.get("ingress", 0) + c.get("reference", 0)
+    rest = c.get("proxy", 0) + c.get("controller", 0)
+    n = opts.sessions
+    lat_slices = p95_slices(pooled, t0, t1, SLICES)
+    age_slices = p95_slices(ages, t0, t1, SLICES) if browser else None
+    step = {
         "target": target.kind,
+        "render": target.render,
         **opts.extra,
-        "sessions": opts.sessions,
-        "connected": opts.sessions - len(failures),
+        "sessions": n,
+        "connected": n - len(failures),
         "window_s": round(window, 3),
         "connect_s": round(connect_s, 2),
         "loadgen_procs": procs,
+        "codecs": sorted({s["codec"] for s in sessions if s.get("codec")}),
         "sent_fps": spread([s["sent_fps"] for s in sessions]),
         "delivered_fps": spread([s["delivered_fps"] for s in sessions]),
         "detections_per_s": {**spread(det_rates), "total": total_calls},
-        "latency_ms": percentiles_ms(pooled),
+        "detections_fairness": fairness(det_rates),
+        "latency_ms": percentiles([v for _, v in pooled]),
+        "latency_p95_slices_ms": lat_slices,
+        "latency_p95_growth_ms": growth(lat_slices),
         "loadgen_queued_frames_max": max(
             ((s.get("loadgen_queued_frames") or {}).get("max", 0) for s in sessions), default=None),
-        "not_returned": sum(s["not_returned"] for s in sessions),
+        "not_returned": None if browser else sum(s["not_returned"] for s in sessions),
         "skipped": sum(s["skipped"] for s in sessions),
+        "keyframe_requests": sum(s["keyframe_requests"] for s in sessions),
         "cpu": cpu,
         # Cores of the process that carries the media (our ingress / the reference
-        # server) per session, scaled to a 30 fps session.
+        # server) per session, scaled to a 30 fps session (server render only).
         "media_cores_per_30fps_session": (
-            round(server_cores / opts.sessions * (30.0 / mean_fps), 3) if mean_fps > 0 else None
+            round(media / n * (30.0 / mean_fps), 3) if mean_fps > 0 and not browser else None
         ),
-        "ingress_cores_per_session": round(ingress / opts.sessions, 3) if ingress is not None else None,
+        "ingress_cores_per_session": round(c["ingress"] / n, 3) if "ingress" in c else None,
+        # Per session, unscaled: the server's processes side by side with the load generator's own.
+        "cores_per_session": {
+            "media": round(media / n, 3),
+            "detector": round(c["detector"] / n, 3) if "detector" in c else None,
+            "rest": round(rest / n, 3) if ("proxy" in c or "controller" in c) else None,
+            "server": round((media + rest) / n, 3),
+            "loadgen": round(c.get("loadgen", 0) / n, 3),
+        },
         "detector": _detector_delta(det_before, det_after, window),
         "drained": drained,
         "loadavg": loadavg(),  # at the step's end: other work on the machine shows here
         "failures": failures,
         "per_session": sessions,
     }
+    if browser:
+        step.update(
+            age_ms=percentiles([v for _, v in ages]),
+            age_p95_slices_ms=age_slices,
+            age_p95_growth_ms=growth(age_slices),
+            seq_missing=sum(s["seq_missing"] for s in sessions),
+            seq_backwards=sum(s["seq_backwards"] for s in sessions),
+            malformed=sum(s["malformed"] for s in sessions),
+            video_frames_back=sum(int(s["delivered_fps"] * window) for s in sessions),
+        )
+    return step
 
 
 def _detector_delta(before: Optional[dict], after: Optional[dict], window: float) -> Optional[dict]:
@@ -656,12 +453,18 @@ def _detector_delta(before: Optional[dict], after: Optional[dict], window: float
 def step_line(step: dict) -> str:
     lat = step["latency_ms"]
     det = step["detections_per_s"]
-    return (
-        f"{step['target']:>9} {step.get('model', '')}: {step['sessions']} sessions, "
-        f"fps {step['delivered_fps']['min']}/{step['delivered_fps']['mean']} (min/mean), "
-        f"det/s total {det['total']} (per session min {det['min']} max {det['max']}), "
-        f"latency p50 {lat['p50']} p95 {lat['p95']} max {lat['max']} ms, cpu {step['cpu']['cores']}"
-    )
+    per = step["cores_per_session"]
+    head = (f"{step['target']:>9} {step.get('model', '')} ({step['render']} render): {step['sessions']} sessions "
+            f"({step['connected']} up), det/s total {det['total']} (per session min {det['min']} max {det['max']}), ")
+    if step["render"] == "browser":
+        age = step["age_ms"]
+        body = (f"age p50 {age['p50']} p95 {age['p95']} ms, seq missing {step['seq_missing']}, "
+                f"malformed {step['malformed']}, ")
+    else:
+        body = (f"fps {step['delivered_fps']['min']}/{step['delivered_fps']['mean']} (min/mean), "
+                f"latency p50 {lat['p50']} p95 {lat['p95']} max {lat['max']} ms, ")
+    return head + body + (f"cores/session server {per['server']} detector {per['detector']} "
+                          f"load gen {per['loadgen']}, load {step['loadavg'][:1]}")
 
 
 # --------------------------------------------------------------------------- CLI
@@ -669,12 +472,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description="Load generator against a running app (ours or the reference).")
     ap.add_argument("--url", default="http://127.0.0.1:8000", help="the app's base URL")
     ap.add_argument("--app-name", default="default", help="Serve app name (to find its processes)")
+    ap.add_argument("--admin-token", default=None,
+                    help="the app's admin_token: per-session counters from /webrtc/sessions (detections/s per session)")
     ap.add_argument("--sessions", default="1", help="session counts, e.g. 4 or 1,2,4")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--fps", type=float, default=30.0)
-    ap.add_argument("--procs", type=int, default=0, help="load-generator processes (0: one per 4 sessions, <= CPUs/2)")
+    ap.add_argument("--procs", type=int, default=0, help="load-generator processes (0: one per 8 sessions, <= CPUs/2)")
     ap.add_argument("--reference", action="store_true", help="the target is bench/reference_app.py")
+    ap.add_argument("--render", choices=RENDERS, default="server",
+                    help="the app's render mode: server (video back) or browser (detections on the data channel)")
     ap.add_argument("--json", type=Path, help="write the steps here as JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -685,7 +492,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         found = discover(args.url)
         target: Target = ReferenceTarget(args.url, found["pid"], found["component_id"], found["tick_fn_index"])
     else:
-        target = ServedTarget(args.url, args.app_name)
+        target = ServedTarget(args.url, args.app_name, render=args.render, admin_token=args.admin_token)
 
     async def go() -> list[dict]:
         steps = []

@@ -8,6 +8,9 @@ import socket
 from typing import Any, Optional
 
 LOOPBACK = "127.0.0.1"
+# The bench's own apps only listen on loopback; the token opens GET /webrtc/sessions
+# (per-session counters), which the load generator reads.
+ADMIN_TOKEN = "rayrtc-bench-admin"
 
 # Ray turns 127.0.0.1 into the machine's interface address unless told this is a
 # single-machine setup; read at `import ray`, so set before anything imports it.
@@ -64,6 +67,8 @@ def app_args(model: str, model_path: Optional[str], max_batch_size: int, replica
     )
     if "offer_rate_per_s" in AppArgs.model_fields:
         kw["offer_rate_per_s"] = None  # every bench peer comes from 127.0.0.1
+    if "admin_token" in AppArgs.model_fields:
+        kw["admin_token"] = ADMIN_TOKEN
     if replicas is not None:
         kw.update(detector_min_replicas=replicas, detector_max_replicas=replicas)
     if detector_num_cpus is not None:

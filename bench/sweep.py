@@ -91,18 +91,33 @@ def machine_info() -> dict:
 
 
 # ----------------------------------------------------------------------------- parts
-async def session_sweep(target, model: str, opts: argparse.Namespace, extra: dict, run: dict) -> None:
-    """Sessions 1, 2, ... into `run["steps"]` until the slowest session delivers less
-    than --min-fps, a session fails to connect, or --max-sessions; a step that fails
-    outright ends the sweep with `run["error"]`."""
-    image = bench_image()
-    for n in range(1, opts.max_sessions + 1):
+def held_server(step: dict, opts: argparse.Namespace) -> bool:
+    """A server-render step held: every session up, the slowest >= --min-fps and the
+    pooled round-trip p95 < --p95-ms."""
+    p95 = step["latency_ms"]["p95"]
+    return (step["connected"] == step["sessions"] and (step["delivered_fps"]["min"] or 0) >= opts.min_fps
+            and p95 is not None and p95 < opts.p95_ms)
+
+
+def held_browser(step: dict, opts: argparse.Namespace) -> bool:
+    """A browser-render step held: every session up, each with >= --browser-min-detections
+    detections/s, slowest/fastest >= --min-fairness."""
+    return (step["connected"] == step["sessions"]
+            and (step["detections_per_s"]["min"] or 0) >= opts.browser_min_detections
+            and (step["detections_fairness"] or 0) >= opts.min_fairness)
+
+
+async def session_sweep(target, model: str, opts: argparse.Namespace, extra: dict, run: dict,
+                        counts: list[int], go_on) -> None:
+    """Steps at each of `counts` sessions into `run["steps"]` while `go_on(step)` says
+    so (and every session connected); a step that fails outright ends the sweep with
+    `run["error"]`."""
+    for n in counts:
         try:
             step = await run_step(
                 target,
                 StepOptions(n, seconds=opts.seconds, warmup=opts.warmup, procs=opts.loadgen_procs,
                             extra={"model": model, **extra}),
-                image,
             )
         except Exception as exc:
             run["error"] = f"step with {n} sessions failed: {type(exc).__name__}: {exc}"
@@ -110,8 +125,19 @@ async def session_sweep(target, model: str, opts: argparse.Namespace, extra: dic
             return
         say(step_line(step))
         run["steps"].append(step)
-        if step["connected"] < n or (step["delivered_fps"]["min"] or 0) < opts.min_fps:
+        if step["connected"] < n or not go_on(step):
             return
+
+
+async def overload_step(target, model: str, opts: argparse.Namespace, extra: dict, held: int) -> dict:
+    """Twice the sessions that were held (at least 2), over a long window: does p95 stay
+    bounded and flat, does every session still get frames and a fair share?"""
+    n = max(2, 2 * held)
+    step = await run_step(target, StepOptions(n, seconds=opts.overload_seconds, warmup=opts.warmup,
+                                              procs=opts.loadgen_procs,
+                                              extra={"model": model, "overload_of": held, **extra}))
+    say("overload: " + step_line(step) + f", p95 by thirds {step['latency_p95_slices_ms']}")
+    return step
 
 
 def run_raw(models: list[str], opts: argparse.Namespace) -> dict:
@@ -149,7 +175,9 @@ def run_reference(models: list[str], opts: argparse.Namespace) -> dict:
             info = server.start()
             say(f"reference up: {model} at {server.url}")
             target = ReferenceTarget(server.url, info["pid"], info["component_id"], info["tick_fn_index"])
-            asyncio.run(session_sweep(target, model, opts, {}, run))
+            # The reference never skips, so its lag grows without bound: it is swept on fps alone.
+            asyncio.run(session_sweep(target, model, opts, {}, run, opts.session_counts,
+                                      lambda st: (st["delivered_fps"]["min"] or 0) >= opts.min_fps))
         except Exception as exc:
             run["error"] = f"{type(exc).__name__}: {exc}"
             say(f"reference {model} failed: {run['error']}")
@@ -190,10 +218,21 @@ async def handle_throughput(app_name: str, model_args: tuple[str, Optional[str]]
     return {"concurrency": concurrency, "calls_per_s": round(done / elapsed, 2), "latency_ms": percentiles_ms(latencies)}
 
 
+def browser_args(spec: tuple[str, Optional[str]], max_batch_size: int, replicas: Optional[int]):
+    """AppArgs in browser render, or the reason this app cannot do it (issue 11 not in it)."""
+    from bench import served
+
+    try:
+        return served.app_args(spec[0], spec[1], max_batch_size, replicas, render="browser"), None
+    except Exception as exc:  # pydantic's "extra fields not permitted" when the app has no render
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+
 def run_served(models: list[str], opts: argparse.Namespace) -> dict:
     from bench import served
 
-    out: dict[str, Any] = {"runs": [], "handle": [], "batch_sweep": [], "raw_near": [], "error": None, "config": {}}
+    out: dict[str, Any] = {"runs": [], "browser_runs": [], "handle": [], "batch_sweep": [], "raw_near": [],
+                           "error": None, "browser_error": None, "config": {}}
     raw_specs = models_raw.specs(opts.models_dir)
     frame = models_raw.test_frame()
     say("starting Ray + Serve on 127.0.0.1")
@@ -213,11 +252,15 @@ def run_served(models: list[str], opts: argparse.Namespace) -> dict:
             "detector_num_cpus": defaults.detector_num_cpus,
             "ray_num_cpus": opts.ray_cpus or os.cpu_count(),
         }
+        _, out["browser_error"] = browser_args(("haar", None), defaults.max_batch_size, None)
+        if out["browser_error"]:
+            say(f"browser render not run: the app does not take render='browser' ({out['browser_error']})")
         for model in models:
             spec = model_spec_args(model, opts.models_dir)
             if spec is None:
                 continue
-            run: dict[str, Any] = {"target": "served", "model": model, "steps": [], "error": None}
+            run: dict[str, Any] = {"target": "served", "render": "server", "model": model, "steps": [],
+                                   "overload": None, "error": None}
             try:
                 # Raw speed again, right before this model's served steps: the machine is
                 # shared, so the ratio uses a ceiling measured under the same conditions.
@@ -227,10 +270,15 @@ def run_served(models: list[str], opts: argparse.Namespace) -> dict:
                 args = served.app_args(spec[0], spec[1], defaults.max_batch_size, None)
                 url = served.deploy(base, app_name, "/bench", args)
                 say(f"served up: {model} at {url}")
-                target = ServedTarget(url, app_name, served.detector_stats_fn(app_name))
+                target = ServedTarget(url, app_name, served.detector_stats_fn(app_name), admin_token=served.ADMIN_TOKEN)
                 # A short throwaway step: first calls, handles, autoscaler.
                 asyncio.run(run_step(target, StepOptions(1, seconds=1.0, warmup=1.0)))
-                asyncio.run(session_sweep(target, model, opts, {"max_batch_size": args.max_batch_size}, run))
+                extra = {"max_batch_size": args.max_batch_size}
+                asyncio.run(session_sweep(target, model, opts, extra, run, opts.session_counts,
+                                          lambda st: held_server(st, opts)))
+                if opts.overload_seconds > 0:
+                    held = max((st["sessions"] for st in run["steps"] if held_server(st, opts)), default=0)
+                    run["overload"] = asyncio.run(overload_step(target, model, opts, extra, held))
                 if opts.handle_seconds > 0:
                     h = asyncio.run(handle_throughput(app_name, spec, opts.handle_concurrency, opts.handle_seconds))
                     h.update(model=model, replicas=served.running_replicas(app_name), max_batch_size=args.max_batch_size)
@@ -240,13 +288,36 @@ def run_served(models: list[str], opts: argparse.Namespace) -> dict:
                 run["error"] = f"{type(exc).__name__}: {exc}"
                 say(f"served {model} failed: {run['error']}")
             out["runs"].append(run)
-        spec = model_spec_args(opts.batch_model, opts.models_dir) if opts.batch_sizes else None
-        for size in opts.batch_sizes if spec else []:
-            entry: dict[str, Any] = {"model": opts.batch_model, "max_batch_size": size, "replicas": 1}
+            if out["browser_error"] or not opts.browser_session_counts:
+                continue
+            brun: dict[str, Any] = {"target": "served", "render": "browser", "model": model, "steps": [], "error": None}
             try:
-                args = served.app_args(spec[0], spec[1], size, 1)
+                args, _ = browser_args(spec, defaults.max_batch_size, None)
                 url = served.deploy(base, app_name, "/bench", args)
-                target = ServedTarget(url, app_name, served.detector_stats_fn(app_name))
+                say(f"served up (browser render): {model} at {url}")
+                target = ServedTarget(url, app_name, served.detector_stats_fn(app_name), render="browser", admin_token=served.ADMIN_TOKEN)
+                asyncio.run(run_step(target, StepOptions(1, seconds=1.0, warmup=1.0)))
+                asyncio.run(session_sweep(target, model, opts, {"max_batch_size": args.max_batch_size}, brun,
+                                          opts.browser_session_counts, lambda st: held_browser(st, opts)))
+            except Exception as exc:
+                brun["error"] = f"{type(exc).__name__}: {exc}"
+                say(f"served {model} (browser render) failed: {brun['error']}")
+            out["browser_runs"].append(brun)
+        spec = model_spec_args(opts.batch_model, opts.models_dir) if opts.batch_sizes else None
+        if spec and raw_specs.get(opts.batch_model) and opts.batch_model not in {r["backend"] for r in out["raw_near"]}:
+            out["raw_near"].append(models_raw.measure(opts.batch_model, raw_specs[opts.batch_model], frame, opts.raw_seconds))
+        # Detector-bound: browser render when the app has it (no video to encode, so the
+        # detector saturates first), else server render.
+        render = "server" if out["browser_error"] else "browser"
+        for size in opts.batch_sizes if spec else []:
+            entry: dict[str, Any] = {"model": opts.batch_model, "max_batch_size": size, "replicas": 1, "render": render}
+            try:
+                if render == "browser":
+                    args, _ = browser_args(spec, size, 1)
+                else:
+                    args = served.app_args(spec[0], spec[1], size, 1)
+                url = served.deploy(base, app_name, "/bench", args)
+                target = ServedTarget(url, app_name, served.detector_stats_fn(app_name), render=render, admin_token=served.ADMIN_TOKEN)
                 asyncio.run(run_step(target, StepOptions(1, seconds=1.0, warmup=1.0)))
                 step = asyncio.run(run_step(target, StepOptions(
                     opts.batch_sessions, seconds=opts.seconds, warmup=opts.warmup, procs=opts.loadgen_procs,
@@ -273,19 +344,29 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="haar,fastestdet,yolox_nano", help="comma-separated; ONNX ones skip without weights")
     ap.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
-    ap.add_argument("--max-sessions", type=int, default=8)
-    ap.add_argument("--min-fps", type=float, default=15.0, help="stop adding sessions when the slowest delivers less")
-    ap.add_argument("--seconds", type=float, default=8.0, help="measured window per step")
+    ap.add_argument("--sessions", default="1,2,3,4,6,8,10,12",
+                    help="session counts of the server-render and reference sweeps (each stops at the first step not held)")
+    ap.add_argument("--browser-sessions", default="2,4,8,12,16,20,24",
+                    help="session counts of the browser-render sweep ('' to skip)")
+    ap.add_argument("--max-sessions", type=int, default=None, help="cap both session lists")
+    ap.add_argument("--min-fps", type=float, default=15.0, help="held: the slowest session gets at least this fps")
+    ap.add_argument("--p95-ms", type=float, default=250.0, help="held: round-trip p95 below this")
+    ap.add_argument("--browser-min-detections", type=float, default=5.0,
+                    help="browser render held: each session gets at least this many detections/s")
+    ap.add_argument("--min-fairness", type=float, default=0.8, help="browser render held: slowest/fastest detections")
+    ap.add_argument("--seconds", type=float, default=6.0, help="measured window per step")
     ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--overload-seconds", type=float, default=30.0,
+                    help="window of the overload step (2x the sessions held); 0 to skip")
     ap.add_argument("--raw-seconds", type=float, default=1.5)
     ap.add_argument("--batch-sizes", default="1,4,8", help="detector max_batch_size sweep ('' to skip)")
     ap.add_argument("--batch-model", default="fastestdet")
-    ap.add_argument("--batch-sessions", type=int, default=6)
+    ap.add_argument("--batch-sessions", type=int, default=8, help="sessions of the detector-bound batch-size steps")
     ap.add_argument("--handle-seconds", type=float, default=4.0, help="detector-only throughput check (0 to skip)")
     ap.add_argument("--handle-concurrency", type=int, default=8)
     ap.add_argument("--ray-cpus", type=int, default=None)
     ap.add_argument("--loadgen-procs", type=int, default=0,
-                    help="load-generator processes per step (0: one per 4 sessions, at most CPUs/2)")
+                    help="load-generator processes per step (0: one per 8 sessions, at most CPUs/2)")
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--no-served", action="store_true")
     ap.add_argument("--keep-logs", action="store_true", help="keep the reference server's log in --out")
@@ -294,6 +375,9 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
                     help="file whose generated section to replace ('' to skip)")
     opts = ap.parse_args(argv)
     opts.batch_sizes = [int(x) for x in opts.batch_sizes.split(",") if x.strip()]
+    cap = opts.max_sessions or 10_000
+    opts.session_counts = [n for n in (int(x) for x in opts.sessions.split(",") if x.strip()) if n <= cap]
+    opts.browser_session_counts = [n for n in (int(x) for x in opts.browser_sessions.split(",") if x.strip()) if n <= cap]
     return opts
 
 
@@ -320,9 +404,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         "machine": machine_info(),
         "loadavg_before": loadavg(),
         "options": {
-            "models": models, "skipped_models": skipped, "max_sessions": opts.max_sessions,
-            "min_fps": opts.min_fps, "seconds": opts.seconds, "warmup": opts.warmup,
-            "send_fps": 30, "frame": "640x480 astronaut + moving 112px patch, VP8",
+            "models": models, "skipped_models": skipped, "sessions": opts.session_counts,
+            "browser_sessions": opts.browser_session_counts, "min_fps": opts.min_fps, "p95_ms": opts.p95_ms,
+            "browser_min_detections": opts.browser_min_detections, "min_fairness": opts.min_fairness,
+            "seconds": opts.seconds, "warmup": opts.warmup, "overload_seconds": opts.overload_seconds,
+            "send_fps": 30, "frame": "640x480 astronaut + moving 112px patch + luma noise, pre-encoded VP8 loop",
             "batch_sizes": opts.batch_sizes, "batch_model": opts.batch_model,
             "batch_sessions": opts.batch_sessions,
         },

@@ -1,7 +1,9 @@
 """The `WebRTC` Gradio component: browser code plus its server side.
 
 Data path: browser -> offer (`protocol`, `server`) -> session (`session`) -> frame
-scheduler (`scheduler`) -> your fn -> annotate (`annotate`) -> outgoing track (`tracks`).
+scheduler (`scheduler`) -> your fn -> annotate (`annotate`) -> outgoing track (`tracks`),
+or with render="browser" the data channel (`overlay_channel`). mode="receive": the fn
+makes the picture (`source`).
 """
 
 from component.detections import Detection, Detections

@@ -14,7 +14,7 @@ import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence, Union
+from typing import Any, Awaitable, Callable, Optional, Sequence, Union
 
 import numpy as np
 from av import VideoFrame
@@ -67,7 +67,11 @@ class FrameScheduler:
         inputs: Callable[[], Sequence[Any]],
         executor: Executor,
         metrics: StreamMetrics,
+        on_result: Optional[Callable[[Any, float], None]] = None,
     ) -> None:
+        """`on_result`, when given, takes every result instead of the detections and
+        images slots (`render="browser"`: nothing is drawn here), with the monotonic
+        time its camera frame arrived."""
         self.session_id = session_id
         self._fn = fn
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
@@ -81,6 +85,7 @@ class FrameScheduler:
         self._inputs = inputs
         self._executor = executor
         self._metrics = metrics
+        self._on_result = on_result
         self._boxes_at = -1e9
         self.stats = StreamStats()
 
@@ -99,12 +104,13 @@ class FrameScheduler:
                     self.stats.skipped += newest - seen - 1
                     self._metrics.frames_dropped(newest - seen - 1)
                 seen = newest
+                arrived_at = self._camera.updated_at
                 next_start = loop.time() + self._stream_every
-                await self._call(frame)
+                await self._call(frame, arrived_at)
         except Closed:
             return
 
-    async def _call(self, camera: CameraFrame) -> None:
+    async def _call(self, camera: CameraFrame, arrived_at: float) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         ok = False
@@ -119,12 +125,15 @@ class FrameScheduler:
                 # A sync fn (e.g. a local model in a plain Gradio app) must not stall
                 # the loop that carries every session's media.
                 result = await loop.run_in_executor(None, lambda: self._fn(*args))
-            await self._publish(result, camera.frame)
+            if self._on_result is not None:
+                self._on_result(result, arrived_at)
+            else:
+                await self._publish(result, camera.frame)
             ok = True
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the session survives a failing frame
-            self._record_error(exc)
+            self.record_error(exc)
         finally:
             self.stats.calls += 1
             self.stats.last_latency_s = time.perf_counter() - started
@@ -149,7 +158,9 @@ class FrameScheduler:
                 "a HxWx3 uint8 BGR image or None"
             )
 
-    def _record_error(self, exc: Exception) -> None:
+    def record_error(self, exc: Exception) -> None:
+        """Count and (once per burst) log a failed call; also used by the picture
+        source of mode="receive", which shares these stats."""
         self.stats.errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
         now = time.monotonic()

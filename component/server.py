@@ -23,7 +23,7 @@ from component.metrics import StreamMetrics
 from component.ratelimit import RateLimiter
 from component.protocol import ErrorCode, OfferAnswer, OfferError, parse_offer
 from component.scheduler import StreamFn
-from component.session import Session, SessionLimits
+from component.session import Render, Session, SessionLimits
 
 log = logging.getLogger("rayrtc.server")
 
@@ -47,6 +47,9 @@ class StreamConfig:
     # Offers per second per client address (bursts up to `offer_burst`); None: no limit.
     offer_rate: Optional[float] = None
     offer_burst: int = 10
+    # "server": annotated video comes back; "browser": detections on the data channel,
+    # drawn by the page over its own camera (no video is sent back).
+    render: Render = "server"
     # Proxies (addresses/networks) whose X-Forwarded-For / Forwarded header names the
     # client for the rate limit; empty: the socket peer is the client.
     trusted_proxies: tuple[str, ...] = ()
@@ -94,6 +97,8 @@ class StreamServer:
             raise ValueError("time_limit must be > 0 or None")
         if config.concurrency_limit is not None and config.concurrency_limit < 1:
             raise ValueError("concurrency_limit must be >= 1 or None")
+        if config.render not in ("server", "browser"):
+            raise ValueError(f"render must be 'server' or 'browser', not {config.render!r}")
         self.config = config
         self.ice = ice
         self.default_inputs = tuple(default_inputs)
@@ -191,6 +196,7 @@ class StreamServer:
             executor=self._media_executor(),
             on_closed=self._forget,
             metrics=self.metrics,
+            render=self.config.render,
         )
         # Registered before the first await so a concurrent duplicate id gets 409.
         self._sessions[req.webrtc_id] = session

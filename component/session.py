@@ -13,17 +13,24 @@ import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Optional, Sequence
+from typing import Any, Awaitable, Callable, Literal, Optional, Sequence
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import SessionDescription
 from av import VideoFrame
 
 from component.detections import Detections
 from component.metrics import StreamMetrics
+from component.overlay_channel import IMAGES_IN_BROWSER_RENDER, ImagesNotDrawable, OverlayChannel
 from component.scheduler import FrameScheduler, StreamFn
+from component.source import Exhausted, FrameSource, SourceTrack
 from component.tracks import CameraFrame, Latest, OutgoingTrack, pump_latest
 
 log = logging.getLogger("rayrtc.session")
+
+# Where detections are drawn: on the returned video ("server") or by the page over its
+# own camera picture ("browser", see `component.overlay_channel`).
+Render = Literal["server", "browser"]
 
 # How long an end message may take to leave before the connection is closed anyway.
 END_FLUSH_TIMEOUT_S = 0.5
@@ -73,8 +80,10 @@ class Session:
         executor: Executor,
         on_closed: Callable[["Session"], None],
         metrics: Optional[StreamMetrics] = None,
+        render: Render = "server",
     ) -> None:
         self.webrtc_id = webrtc_id
+        self.render = render
         self.pc = pc
         self.limits = limits
         self.created_at = time.monotonic()
@@ -88,6 +97,10 @@ class Session:
         self._closing: Optional[asyncio.Task] = None
         self._metrics = metrics or StreamMetrics()
         self.last_frame_at: Optional[float] = None
+        self._fn, self._stream_every, self._frame_index = fn, stream_every, frame_index
+        self._executor = executor
+        # mode="receive" only: the fn as a picture source (see `component.source`).
+        self.source: Optional[FrameSource] = None
 
         self.camera: Latest[CameraFrame] = Latest()
         self.detections: Latest[Detections] = Latest()
@@ -95,9 +108,12 @@ class Session:
         self.outgoing = OutgoingTrack(
             self.camera, self.detections, self.images, executor, self._metrics.frames_out
         )
+        # render="browser": results leave as messages on the data channel, no video.
+        self.overlay = OverlayChannel(lambda: self._channel) if render == "browser" else None
         self.scheduler = FrameScheduler(
             webrtc_id, fn, stream_every, frame_index, self.camera, self.detections, self.images,
             lambda: self._inputs, executor, self._metrics,
+            on_result=self._overlay_result if self.overlay is not None else None,
         )
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
@@ -118,8 +134,22 @@ class Session:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         if not any(t.kind == "video" for t in self.pc.getTransceivers()):
             raise ValueError("offer has no video transceiver")
-        # addTrack reuses the browser's video transceiver and makes it send our track.
-        self.pc.addTrack(self.outgoing)
+        if self.overlay is not None:
+            # The page draws on its own camera picture: we only receive (no track added,
+            # so the answer is recvonly and nothing is ever encoded).
+            if not self._receives_video():
+                raise ValueError("render='browser' needs the browser's camera, but the offer sends no video")
+        elif self._receives_video():
+            # addTrack reuses the browser's video transceiver and makes it send our track.
+            self.pc.addTrack(self.outgoing)
+        else:
+            # mode="receive": no camera comes in; the fn makes the picture on a clock,
+            # from the moment the connection is up.
+            self.source = FrameSource(
+                self._fn, self._stream_every, self._frame_index, lambda: self._inputs,
+                self.images, self._executor, self.scheduler.record_error,
+            )
+            self.pc.addTrack(SourceTrack(self.images, self._metrics.frames_out))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._call_later(self.limits.connect_timeout, self._connect_timeout)
         return self.pc.localDescription.sdp
@@ -221,16 +251,27 @@ class Session:
                 self._call_later(self.limits.time_limit, lambda: self.close("time_limit"))
             if self.limits.idle_timeout is not None and self._receives_video():
                 self._call_later(min(1.0, self.limits.idle_timeout / 2), self._check_idle)
+            if self.source is not None:
+                self._spawn(self._run_source(self.source), "source")
         elif state == "disconnected":
             self._call_later(self.limits.disconnected_grace, self._disconnected_timeout)
         elif state in ("failed", "closed"):
             self.close(f"connection_{state}")
 
     def _receives_video(self) -> bool:
-        return any(
-            t.kind == "video" and t.direction in ("sendrecv", "recvonly")
-            for t in self.pc.getTransceivers()
+        """Whether the browser's offer sends us video (the camera). Read from the
+        offer itself: aiortc's transceivers say what *we* may do, not what it sends."""
+        remote = self.pc.remoteDescription
+        return remote is not None and any(
+            m.kind == "video" and m.direction in ("sendrecv", "sendonly")
+            for m in SessionDescription.parse(remote.sdp).media
         )
+
+    async def _run_source(self, source: FrameSource) -> None:
+        try:
+            await source.run()
+        except Exhausted:
+            self.close("stream_finished")
 
     def _connect_timeout(self) -> None:
         if self.connected_at is None:
@@ -241,6 +282,17 @@ class Session:
             self.close("connection_lost")
 
     # -- output ---------------------------------------------------------------------
+    def _overlay_result(self, result: Any, arrived_at: float) -> None:
+        assert self.overlay is not None
+        try:
+            self.overlay.publish(result, arrived_at)
+        except ImagesNotDrawable:
+            # Every frame would fail the same way: end the session and tell the page why.
+            log.error("session %s: the stream fn returns images, which render='browser' cannot send",
+                      self.webrtc_id)
+            self.close(IMAGES_IN_BROWSER_RENDER)
+            raise
+
     def send(self, message: dict) -> bool:
         channel = self._channel
         if channel is None or channel.readyState != "open":
@@ -259,6 +311,9 @@ class Session:
             "skipped": s.skipped,
             "last_error": s.last_error,
             "inputs": list(self._inputs),
+            "render": self.render,
+            **({"overlay_sent": self.overlay.sent, "overlay_skipped": self.overlay.skipped}
+               if self.overlay is not None else {}),
         }
 
     # -- shutdown -------------------------------------------------------------------
@@ -289,6 +344,7 @@ class Session:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.camera.close()
+        self.images.close()
         self.outgoing.stop()
         try:
             await _close_peer(self.pc, self.webrtc_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import Executor
 from typing import Callable, Generic, Optional, TypeVar
 
@@ -82,6 +83,8 @@ class Latest(Generic[T]):
     def __init__(self) -> None:
         self._seq = 0
         self._value: Optional[T] = None
+        # When the newest value was put (time.monotonic()): a camera frame's arrival.
+        self.updated_at = 0.0
         self._changed = asyncio.Event()
         self._closed = False
 
@@ -96,6 +99,7 @@ class Latest(Generic[T]):
     def put(self, value: T) -> None:
         self._seq += 1
         self._value = value
+        self.updated_at = time.monotonic()
         self._wake()
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ import gradio as gr
 from gradio.components.base import server
 
 from component.ice import IceConfig, IceServer
+from component.overlay_channel import returns_only_images
 from component.protocol import ErrorCode, OfferError
 from component.scheduler import StreamFn
 from component.server import StreamConfig, StreamServer
@@ -26,12 +27,15 @@ _CSS = resources.files("component").joinpath("static/webrtc.css").read_text(enco
 
 # Keep this structure stable: Gradio re-renders it on every prop change and diffs it
 # against the live DOM by position (see webrtc.js). The label is Gradio's own block
-# label (`label`, `show_label`), drawn by the HTML block around this template.
+# label (`label`, `show_label`), drawn by the HTML block around this template. The
+# overlay canvas (render="browser") is always there, hidden in server render: a node
+# added by JS would be removed by the next re-render.
 _TEMPLATE = """
 <div class="rtc-root">
   <div class="rtc-stage" style="${height ? 'height: ' + (typeof height === 'number' ? height + 'px' : height) : 'aspect-ratio: 4 / 3'}; ${width ? 'width: ' + (typeof width === 'number' ? width + 'px' : width) : 'width: 100%'};">
-    <video class="rtc-remote ${mode === 'send' ? 'rtc-hidden' : ''}" autoplay playsinline muted></video>
-    <video class="rtc-local ${mirror_webcam ? 'rtc-mirror' : ''} ${mode === 'receive' ? 'rtc-hidden' : ''} ${mode === 'send' ? 'rtc-local-only' : ''}" autoplay playsinline muted></video>
+    <video class="rtc-remote ${mode === 'send' || render_mode === 'browser' ? 'rtc-hidden' : ''}" autoplay playsinline muted></video>
+    <video class="rtc-local ${mirror_webcam ? 'rtc-mirror' : ''} ${mode === 'receive' ? 'rtc-hidden' : ''} ${mode === 'send' || render_mode === 'browser' ? 'rtc-local-only' : ''}" autoplay playsinline muted></video>
+    <canvas class="rtc-overlay ${render_mode === 'browser' ? '' : 'rtc-hidden'}"></canvas>
   </div>
   <div class="rtc-bar">
     <button class="rtc-toggle" type="button">Start</button>
@@ -96,7 +100,7 @@ class WebRTC(gr.HTML):
         visible: bool = True,
         elem_id: Optional[str] = None,
         elem_classes: Union[list[str], str, None] = None,
-        render: bool = True,
+        render: Union[Literal["server", "browser"], bool] = "server",
         key: Union[int, str, None] = None,
         mirror_webcam: bool = True,
         show_share_button: Optional[bool] = None,
@@ -117,7 +121,14 @@ class WebRTC(gr.HTML):
             label: the block's label; show_label: whether to show it (default True).
             every, inputs: passed to Gradio (they re-run a callable `value`); a stream
                 has no use for them.
-            container, scale, min_width, visible, elem_id, elem_classes, render, key:
+            render: where detections are drawn. "server" (the default): on the video
+                the server sends back. "browser": the server sends only the detections,
+                on the session's data channel, and the page draws them over its own
+                camera picture: no video is encoded or sent back, and the picture has no
+                network delay. Needs mode="send-receive" and a fn that returns
+                `Detections`. A bool keeps Gradio's meaning of `render` (whether to place
+                the component in the enclosing Blocks now), with "server" drawing.
+            container, scale, min_width, visible, elem_id, elem_classes, key:
                 as for every Gradio component (layout, CSS hooks, re-render identity).
             interactive: accepted; a stream is always interactive (False warns).
             mirror_webcam: mirror the local camera preview, as people expect of a
@@ -139,10 +150,19 @@ class WebRTC(gr.HTML):
         """
         if mode not in ("send-receive", "receive", "send"):
             raise ValueError(f"mode must be 'send-receive', 'receive' or 'send', not {mode!r}")
+        render_mode = "server" if isinstance(render, bool) else render
+        if render_mode not in ("server", "browser"):
+            raise ValueError(f"render must be 'server' or 'browser' (or a bool), not {render!r}")
+        if render_mode == "browser" and mode != "send-receive":
+            raise ValueError(
+                f"render='browser' draws on the page's own camera picture: it needs "
+                f"mode='send-receive', not {mode!r}"
+            )
         if interactive is False:
             warnings.warn("WebRTC(interactive=False) has no effect: a stream is always interactive")
         self.ice = _ice_config(rtc_configuration)
         self.mode = mode
+        self.render_mode = render_mode
         self.mirror_webcam = mirror_webcam
         self.height = height
         self.width = width
@@ -164,13 +184,14 @@ class WebRTC(gr.HTML):
             visible=visible,
             elem_id=elem_id,
             elem_classes=elem_classes,
-            render=render,
+            render=render if isinstance(render, bool) else True,
             key=key,
             container=container,
             height=height,
             width=width,
             mirror_webcam=mirror_webcam,
             mode=mode,
+            render_mode=render_mode,
             track_constraints=track_constraints,
             show_stats=show_stats,
             # Never minted TURN credentials here: the page config lives for hours.
@@ -210,6 +231,10 @@ class WebRTC(gr.HTML):
         `Detections` (drawn on every new camera frame, so output keeps the camera's
         rate), a BGR image (sent as is), or None.
 
+        With `render="browser"` the fn must return `Detections` (or None): a fn
+        annotated to return only images is refused here, and one that returns an image
+        anyway ends its session with a message on the page.
+
         `stream_every` is the least time between two calls for one session;
         `time_limit` ends each session that many seconds after it connects;
         `concurrency_limit` caps sessions in this process (offers beyond it are
@@ -220,6 +245,12 @@ class WebRTC(gr.HTML):
             raise ValueError("webrtc_stream inputs must include the WebRTC component itself")
         if self.stream_server is not None:
             raise RuntimeError("webrtc_stream was already called on this component")
+        if self.render_mode == "browser" and returns_only_images(fn):
+            raise ValueError(
+                f"{getattr(fn, '__name__', fn)!r} returns images, but render='browser' only "
+                "sends detections (the page draws them on its own camera picture): return "
+                "Detections, or use render='server'"
+            )
         frame_index = inputs.index(self)
         others = [c for c in inputs if c is not self]
         self.stream_server = StreamServer(
@@ -230,6 +261,7 @@ class WebRTC(gr.HTML):
                 concurrency_limit=concurrency_limit,
                 connect_timeout=connect_timeout,
                 frame_index=frame_index,
+                render=self.render_mode,
             ),
             ice=self.ice,
             default_inputs=[getattr(c, "value", None) for c in others],

@@ -32,15 +32,19 @@ class Detector:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def detect(self, inputs: list[ModelInput]) -> list[Detections | FrameFailure]:
-        """One forward pass for the batch. If it raises, each frame is retried alone:
-        a bad frame fails only itself (a `FrameFailure` in its place), never the
-        other sessions' frames that shared its batch."""
+        """One forward pass for the batch. If a batch of several frames raises, each
+        frame is run alone: a bad frame fails only itself (a `FrameFailure` in its
+        place), never the other sessions' frames that shared its batch. A lone frame
+        that raises fails its call, as any model error does."""
         started = time.perf_counter()
         # The forward pass runs off the replica's event loop so batching keeps
         # collecting the next frames meanwhile.
         try:
             results = await asyncio.to_thread(self._infer, inputs)
         except Exception as exc:
+            if len(inputs) == 1:
+                self._metrics.errors.inc()
+                raise
             log.warning("batch of %d failed (%s: %s); retrying frame by frame",
                         len(inputs), type(exc).__name__, exc)
             results = await asyncio.to_thread(self._infer_each, inputs)

@@ -111,6 +111,7 @@ class Ingress:
             max_sessions=args.max_sessions,
             connect_timeout=args.connect_timeout,
             default_threshold=args.default_threshold,
+            render=args.render,
         )
         server = self.webrtc.stream_server
         assert server is not None

@@ -36,6 +36,11 @@ class AppArgs(BaseModel):
     # --- the page -------------------------------------------------------------
     title: str = "Live object detection (WebRTC + Ray Serve)"
     default_threshold: float = Field(0.3, ge=0.0, le=1.0)
+    render: Literal["server", "browser"] = Field(
+        "server",
+        description="server: annotated video comes back; browser: only detections come back "
+        "(data channel) and the page draws them over its own camera, no video is encoded",
+    )
 
     # --- sessions -----------------------------------------------------------------
     time_limit: Optional[float] = Field(

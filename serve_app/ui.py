@@ -3,7 +3,7 @@ confidence-threshold slider), wired to whatever detect fn the caller provides.""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import gradio as gr
 
@@ -22,11 +22,12 @@ def build_ui(
     max_sessions: int,
     connect_timeout: float,
     default_threshold: float,
+    render: Literal["server", "browser"] = "server",
 ) -> tuple[gr.Blocks, WebRTC]:
     with gr.Blocks(title=title) as demo:
         gr.HTML(f"<h1 style='text-align: center'>{title}</h1>", js_on_load=None)
         with gr.Column():
-            webrtc = WebRTC(label="Stream", rtc_configuration=ice, elem_id="webrtc")
+            webrtc = WebRTC(label="Stream", rtc_configuration=ice, elem_id="webrtc", render=render)
             threshold = gr.Slider(
                 label="Confidence threshold",
                 minimum=0.0,

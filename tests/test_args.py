@@ -42,6 +42,12 @@ def test_ice_servers_from_json_reach_both_ends():
     assert rtc.iceServers[0].urls == ["turn:turn.example:3478"]
 
 
+def test_render_choice_from_the_command_line():
+    assert AppArgs().render == "server"
+    assert AppArgs.model_validate({"render": "browser"}).render == "browser"
+    assert isinstance(build(render="browser"), Application)
+
+
 def test_time_limit_none_disables_it():
     assert AppArgs.model_validate({"time_limit": "none"}).time_limit is None
 
@@ -55,6 +61,7 @@ def test_time_limit_none_disables_it():
         ({"stream_every": "soon"}, "stream_every"),
         ({"ice_servers": '[{"urls": "http://x"}]'}, "ice_servers"),
         ({"model": "resnet"}, "model"),
+        ({"render": "gpu"}, "render"),
     ],
 )
 def test_bad_args_fail_at_startup_naming_the_argument(cli, name):

@@ -114,6 +114,36 @@ window.__rtcTest = {
     }
     return { near, far, edge: rows ? hit / rows : 0, width: c.width, height: c.height };
   },
+  // render="browser": annotation-green pixels on the overlay canvas inside `box` (camera
+  // fractions, mapped the way the page shows its camera: contained, mirrored when the
+  // picture is) and outside it, and the coverage of the box's left edge as shown.
+  overlay(id, box, slack) {
+    const root = document.querySelector('#' + id);
+    const c = root.querySelector('.rtc-overlay'), v = root.querySelector('.rtc-local');
+    if (!c.width || !c.height || !v.videoWidth) return null;
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const s = Math.min(c.width / v.videoWidth, c.height / v.videoHeight);
+    const dw = v.videoWidth * s, dh = v.videoHeight * s, ox = (c.width - dw) / 2, oy = (c.height - dh) / 2;
+    const mirror = getComputedStyle(v).transform !== 'none';
+    const [fx1, fx2] = mirror ? [1 - box[2], 1 - box[0]] : [box[0], box[2]];
+    const x1 = Math.round(ox + fx1 * dw), x2 = Math.round(ox + fx2 * dw);
+    const y1 = Math.round(oy + box[1] * dh), y2 = Math.round(oy + box[3] * dh);
+    const green = (i) => d[i + 3] > 128 && d[i + 1] > 170 && d[i] < 110 && d[i + 2] < 110;
+    let near = 0, far = 0;
+    for (let y = 0; y < c.height; y += 1) {
+      for (let x = 0; x < c.width; x += 1) {
+        if (!green((y * c.width + x) * 4)) continue;
+        // The label tab sits above the box's top edge.
+        if (x >= x1 - slack && x <= x2 + slack && y >= y1 - slack - 50 && y <= y2 + slack) near += 1; else far += 1;
+      }
+    }
+    let rows = 0, hit = 0;
+    for (let y = y1 + 10; y < y2 - 10; y += 4) {
+      rows += 1;
+      for (let x = Math.max(0, x1 - slack); x <= x1 + slack; x += 1) if (green((y * c.width + x) * 4)) { hit += 1; break; }
+    }
+    return { near, far, edge: rows ? hit / rows : 0, mirror, box: [x1, y1, x2, y2] };
+  },
 };
 """
 
@@ -277,7 +307,7 @@ async def context(playwright_instance, netns, camera, forwarder):
 
 # Ports for the plain Gradio apps, known before Chromium starts (it must list them as
 # secure origins).
-PLAIN_PORTS = (free_port(), free_port())
+PLAIN_PORTS = (free_port(), free_port(), free_port(), free_port())
 
 
 async def active_sessions(api_url: str) -> int:
@@ -596,3 +626,123 @@ async def test_component_parameters_in_the_browser(context, netns, veth_ice):
     finally:
         await page.close()
         demo.close()
+
+
+async def test_browser_render_draws_boxes_over_the_local_camera_until_the_time_limit(context, netns, camera, veth_ice):
+    """render="browser" on the plain Gradio example: the detections arrive on the data
+    channel and the page draws them over its own (mirrored) camera picture; no video
+    comes back; the time limit ends it as in server render."""
+    from tests.test_plain_gradio import load_example
+
+    _, face = camera
+    w, h = CAMERA_SIZE
+    face_frac = [face[0] / w, face[1] / h, face[2] / w, face[3] / h]
+    limit = 10
+    demo = load_example().build_demo(rtc_configuration=veth_ice, time_limit=limit, render="browser")
+    demo.launch(server_name=netns.host_ip, server_port=PLAIN_PORTS[2], prevent_thread_lock=True, quiet=True)
+    page = await new_page(context, f"http://{netns.host_ip}:{PLAIN_PORTS[2]}/")
+    try:
+        await start(page)
+        connected_at = time.monotonic()
+        drawn = await page_wait(
+            page, f"(() => {{ const g = window.__rtcTest.overlay('webrtc', {face_frac}, 6); return g && g.edge > 0.8 && g; }})()",
+            limit / 2, "the face box drawn on the overlay canvas",
+        )
+        # Drawn mirrored, like the picture under it (mirror_webcam defaults to True),
+        # and only around the face.
+        assert drawn["mirror"] and drawn["far"] < 0.02 * drawn["near"], drawn
+
+        # The camera goes up; no video comes back (getStats has no inbound video).
+        media = await page.evaluate(
+            """async () => { const pc = window.__rtcTest.root('webrtc').rtc.pc;
+                 const inbound = await window.__rtcTest.inbound(pc), out = await window.__rtcTest.outbound(pc);
+                 return { inbound: inbound && inbound.framesDecoded, sent: out && out.framesEncoded,
+                          direction: pc.getTransceivers()[0].currentDirection,
+                          remote: document.querySelector('#webrtc .rtc-remote').videoWidth }; }"""
+        )
+        assert media["inbound"] is None and media["sent"] > 0 and media["remote"] == 0, media
+        assert media["direction"] == "sendonly", media
+
+        # The stats line: detections per second and their age, then rtt and count.
+        text = await page_wait(
+            page, r"(() => { const t = document.querySelector('#webrtc .rtc-stats').textContent;"
+            r" return /^[\d.]+ detections\/s · \d+ ms old · \d+ ms rtt · \d+ detections?$/.test(t) && !t.startsWith('0.0 ') && t; })()",
+            limit / 2, "the browser-render stats line",
+        )
+        data = await page.evaluate("({ ...document.querySelector('#webrtc .rtc-stats').dataset })")
+        METRICS["browser_render"] = {"detections_per_s": float(data["dps"]), "age_ms": float(data["age"])}
+        assert float(data["dps"]) > 0 and 0 <= float(data["age"]) < 2000, (text, data)
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "page-browser.png"))
+
+        # The time limit ends it with the same message as in server render; the
+        # overlay is cleared.
+        ended = await wait_state(page, "webrtc", "ended", limit + 5)
+        assert ended == {"state": "ended", "reason": "time_limit", "text": "Session ended: time limit reached."}
+        assert limit - 1 < time.monotonic() - connected_at < limit + 2
+        left = await page.evaluate(f"window.__rtcTest.overlay('webrtc', {face_frac}, 6)")
+        assert left is None or left["near"] + left["far"] == 0, left
+    finally:
+        await page.close()
+        demo.close()
+
+
+async def test_send_and_receive_modes_in_the_browser(context, netns, veth_ice):
+    """mode="send": the camera goes up, the fn gets its frames, nothing comes back.
+    mode="receive": no camera; the fn's pictures play on the page."""
+    import gradio as gr
+
+    from component import Detections, WebRTC
+
+    seen: list[tuple] = []
+
+    def watch(frame: np.ndarray) -> Detections:
+        seen.append(frame.shape)
+        return Detections()
+
+    def make(frame: None) -> np.ndarray:
+        image = np.zeros((240, 320, 3), np.uint8)
+        image[:, :, 1] = 255  # annotation green
+        return image
+
+    with gr.Blocks() as demo:
+        send = WebRTC(label="Send", mode="send", elem_id="cam-send", rtc_configuration=veth_ice)
+        receive = WebRTC(label="Receive", mode="receive", elem_id="cam-recv", rtc_configuration=veth_ice)
+        send.stream(fn=watch, inputs=[send], outputs=[send], time_limit=30)
+        receive.stream(fn=make, inputs=[receive], outputs=[receive], time_limit=30)
+    port = PLAIN_PORTS[3]
+    demo.launch(server_name=netns.host_ip, server_port=port, prevent_thread_lock=True, quiet=True)
+    page = await new_page(context, f"http://{netns.host_ip}:{port}/")
+    try:
+        await start(page, "cam-send")
+        await page_wait(
+            page, "(async () => ((await window.__rtcTest.outbound(window.__rtcTest.root('cam-send').rtc.pc)) || {}).framesEncoded > 10)()",
+            10, "camera frames sent",
+        )
+        await wait_for(lambda: len(seen) >= 5, 10, what="the fn to get camera frames")
+        assert seen[-1] == (CAMERA_SIZE[1], CAMERA_SIZE[0], 3), seen[-1]
+        assert await page.evaluate("(async () => await window.__rtcTest.inbound(window.__rtcTest.root('cam-send').rtc.pc))()") is None
+        assert await page.evaluate("document.querySelector('#cam-send .rtc-local').videoWidth") == CAMERA_SIZE[0]
+        await page.click("#cam-send .rtc-toggle")
+        await wait_state(page, "cam-send", "idle", 5)
+
+        await start(page, "cam-recv")
+        await page_wait(page, "document.querySelector('#cam-recv .rtc-remote').videoWidth === 320", 10, "the fn's picture")
+        await page_wait(
+            page, "(async () => ((await window.__rtcTest.inbound(window.__rtcTest.root('cam-recv').rtc.pc)) || {}).framesDecoded > 10)()",
+            10, "frames decoded",
+        )
+        measured = await page.evaluate("window.__rtcTest.fps('cam-recv', 2000)")
+        METRICS["receive_mode_fps"] = round(measured["fps"], 1)
+        assert measured["fps"] >= 5 and (measured["width"], measured["height"]) == (320, 240), measured
+        shown = await page.evaluate("window.__rtcTest.green('cam-recv', [0, 0, 319, 239], 0)")
+        assert shown["near"] > 0.9 * 320 * 240, shown
+        # No camera was opened and nothing goes up.
+        assert await page.evaluate("(async () => await window.__rtcTest.outbound(window.__rtcTest.root('cam-recv').rtc.pc))()") is None
+        assert await page.evaluate("document.querySelector('#cam-recv .rtc-local').srcObject") is None
+        await page.click("#cam-recv .rtc-toggle")
+        await wait_state(page, "cam-recv", "idle", 5)
+    finally:
+        await page.close()
+        demo.close()
+

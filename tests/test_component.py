@@ -207,3 +207,57 @@ def test_input_changes_also_go_through_the_page():
     assert not dep["backend_fn"] and dep["api_visibility"] == "private"
     assert "rayrtc-inputs" in dep["js"] and "index: 0" in dep["js"]
     assert "rayrtc-inputs" in webrtc.js_on_load
+
+
+def test_render_choice_reaches_the_page_and_keeps_gradios_render_flag():
+    browser = WebRTC(render="browser")
+    assert browser.render_mode == "browser" and browser.props["render_mode"] == "browser"
+    assert callable(browser.render)  # Gradio's own method is untouched
+    assert "rtc-overlay" in browser.html_template
+    assert WebRTC().props["render_mode"] == "server"
+    # A bool keeps Gradio's meaning: place the component now or later.
+    with gr.Blocks() as demo:
+        later = WebRTC(render=False)
+    assert later.render_mode == "server" and later._id not in demo.blocks
+    assert "render" not in WebRTC(render="browser").get_config()
+    with pytest.raises(ValueError, match="render must be"):
+        WebRTC(render="gpu")  # type: ignore[arg-type]
+    for mode in ("send", "receive"):
+        with pytest.raises(ValueError, match="send-receive"):
+            WebRTC(render="browser", mode=mode)
+
+
+def test_browser_render_refuses_a_fn_that_returns_images_at_setup():
+    import numpy as np
+    from numpy.typing import NDArray
+
+    def flip(frame: np.ndarray) -> np.ndarray:
+        return frame[:, ::-1]
+
+    def maybe(frame: np.ndarray) -> "NDArray[np.uint8] | None":
+        return None
+
+    def faces(frame: np.ndarray) -> Detections:
+        return Detections()
+
+    for fn in (flip, maybe):
+        with gr.Blocks():
+            webrtc = WebRTC(render="browser")
+            with pytest.raises(ValueError, match="returns images.*render='server'"):
+                webrtc.webrtc_stream(fn, inputs=[webrtc])
+    # Detections, or no annotation at all (caught by its first result instead), pass.
+    for fn in (faces, lambda frame: None):
+        with gr.Blocks():
+            webrtc = WebRTC(render="browser")
+            assert webrtc.webrtc_stream(fn, inputs=[webrtc]).config.render == "browser"
+    # Server render takes images as before.
+    with gr.Blocks():
+        webrtc = WebRTC()
+        assert webrtc.webrtc_stream(flip, inputs=[webrtc]).config.render == "server"
+
+
+def test_the_page_explains_an_image_fn_in_browser_render():
+    from component.overlay_channel import IMAGES_IN_BROWSER_RENDER
+
+    js = WebRTC().js_on_load
+    assert re.search(rf"^\s*{IMAGES_IN_BROWSER_RENDER}: 'Session ended: .*render=\"server\"", js, re.M)

@@ -207,3 +207,28 @@ async def test_offer_rate_limit_applies_to_the_page_path(astronaut):
     finally:
         await first.close()
         demo.close()
+
+
+async def test_example_demo_in_browser_render_sends_detections_not_video(astronaut):
+    """The same example with `render="browser"`: the local model's faces come back as
+    `detections` messages on the data channel, and no video at all."""
+    module = load_example()
+    demo = module.build_demo(time_limit=30, render="browser")
+    webrtc = next(b for b in demo.blocks.values() if isinstance(b, WebRTC))
+    url = launch(demo)
+    [expected] = module.detection(astronaut, 0.0).items
+    client = ComponentServerClient(url, webrtc._id, astronaut, fps=SEND_FPS)
+    try:
+        await client.connect()
+        await client.wait_connected()
+
+        def faces() -> list[dict]:
+            return [m for m in client.messages if m.get("type") == "detections" and m["items"]]
+
+        await wait_for(lambda: len(faces()) >= 3, 10, what="3 detections messages with the face")
+        box = faces()[-1]["items"][0]["box"]
+        assert all(abs(a - b) < 0.03 for a, b in zip(box, expected.box)), (box, expected.box)
+        assert client.received.count == 0 and client.pc.getTransceivers()[0].currentDirection == "sendonly"
+    finally:
+        await client.close()
+        demo.close()

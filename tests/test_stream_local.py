@@ -138,3 +138,146 @@ async def test_a_long_session_keeps_a_bounded_set_of_timers(serve_stream):
         assert session is not None and len(session._timers) <= 4, len(session._timers)
     finally:
         await client.close()
+
+
+# --- render="browser": detections on the data channel, no video back ---------------------
+
+BOX = (0.2, 0.3, 0.6, 0.7)
+
+
+def _detection_messages(client: StreamClient) -> list[dict]:
+    return [m for m in client.messages if m.get("type") == "detections"]
+
+
+async def test_browser_render_sends_detections_on_the_channel_and_no_video(serve_stream):
+    async def fn(frame: np.ndarray, threshold: float) -> Detections:
+        await asyncio.sleep(0.03)  # shows in age_ms: it counts from the frame's arrival
+        return Detections((Detection(BOX, "thing", 0.9),))
+
+    url, stream = await serve_stream(fn, stream_every=0.0, render="browser")
+    client = StreamClient(url, photo("astronaut"), fps=15)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        await wait_for(lambda: len(_detection_messages(client)) >= 10, 10, what="10 detections messages")
+        got = _detection_messages(client)
+        for m in got:
+            assert set(m) == {"type", "seq", "age_ms", "items"}, m
+            assert m["items"] == [{"box": list(BOX), "label": "thing", "score": 0.9}], m
+            assert isinstance(m["age_ms"], float) and 30 <= m["age_ms"] < 1000, m
+        seqs = [m["seq"] for m in got]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # none skipped here
+        # No video came back: the answer only receives, and nothing was ever encoded.
+        [transceiver] = client.pc.getTransceivers()
+        assert transceiver.currentDirection == "sendonly"
+        assert client.received.count == 0
+        session = stream.get(client.webrtc_id)
+        assert session.stats()["render"] == "browser" and session.stats()["overlay_sent"] >= 10
+        assert session.outgoing.readyState == "live" and session.images.seq == 0
+    finally:
+        await client.close()
+
+
+async def test_browser_render_ends_a_session_whose_fn_returns_images(serve_stream):
+    """An unannotated fn that returns images passes setup; its first image ends the
+    session with a reason the page explains (every later frame would fail the same)."""
+    url, stream = await serve_stream(lambda frame, threshold: frame, stream_every=0.0, render="browser")
+    client = StreamClient(url, photo("astronaut"), fps=15)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        await asyncio.wait_for(client.ended.wait(), 10)
+        assert client.messages[-1] == {"type": "end", "reason": "fn_returns_images"}
+        assert not _detection_messages(client)
+        await wait_for(lambda: stream.get(client.webrtc_id) is None, 5, what="the session gone")
+    finally:
+        await client.close()
+
+
+def test_overlay_channel_skips_messages_instead_of_queueing_them():
+    """A page that stops reading leaves bytes waiting on the channel; beyond the bound
+    results are skipped and counted (the gap shows in `seq`). A stub channel stands in:
+    a stalled SCTP association cannot be caused on demand on loopback."""
+    import json
+    import time
+
+    from component.overlay_channel import OverlayChannel
+
+    class StubChannel:
+        readyState = "open"
+        bufferedAmount = 0
+
+        def __init__(self) -> None:
+            self.sent: list[dict] = []
+
+        def send(self, data: str) -> None:
+            self.sent.append(json.loads(data))
+
+    channel = StubChannel()
+    overlay = OverlayChannel(lambda: channel, max_buffered=1000)
+    found = Detections((Detection(BOX, "thing", 0.9),))
+    assert overlay.publish(found, time.monotonic())
+    channel.bufferedAmount = 5000
+    assert not overlay.publish(found, time.monotonic())
+    assert not overlay.publish(None, time.monotonic())  # None sends nothing, counts nothing
+    channel.bufferedAmount = 0
+    assert overlay.publish(Detections(), time.monotonic())
+    assert (overlay.sent, overlay.skipped) == (2, 1)
+    assert [m["seq"] for m in channel.sent] == [1, 3]
+    assert channel.sent[1]["items"] == []
+    with pytest.raises(TypeError, match="expected Detections"):
+        overlay.publish("boxes", time.monotonic())
+
+
+# --- mode="receive": the fn makes the picture -------------------------------------------
+
+
+class ReceiveOnlyClient(StreamClient):
+    """A peer like the page in mode="receive": it offers to receive video, sends none."""
+
+    async def connect(self, timeout: float = 20.0) -> dict:
+        self.pc.addTransceiver("video", direction="recvonly")
+        self.pc.addTrack = lambda track: None  # StreamClient.connect would add a camera
+        return await super().connect(timeout)
+
+
+async def test_receive_mode_streams_what_the_fn_makes(serve_stream):
+    calls: list[object] = []
+
+    def make(frame, threshold) -> np.ndarray:
+        calls.append(frame)
+        image = np.zeros((240, 320, 3), np.uint8)
+        image[:, :, 1] = 255  # annotation green, easy to find after VP8
+        return image
+
+    url, stream = await serve_stream(make, stream_every=1 / 15, idle_timeout=0.5)
+    client = ReceiveOnlyClient(url, photo("astronaut"), fps=15)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        await client.wait_frames(20, timeout=10)
+        assert client.latest_image().shape == (240, 320, 3)
+        assert green_mask(client.latest_image()).mean() > 0.9
+        assert set(calls) == {None}  # no camera: None where the frame would be
+        # Without a camera there is nothing for the idle check to miss: still streaming.
+        await client.wait_frames(15, timeout=5)
+        assert stream.get(client.webrtc_id) is not None
+    finally:
+        await client.close()
+
+
+async def test_receive_mode_generator_ends_the_session_when_exhausted(serve_stream):
+    def frames(frame, threshold):
+        for _ in range(10):
+            yield np.full((120, 160, 3), 128, np.uint8)
+
+    url, stream = await serve_stream(frames, stream_every=1 / 20)
+    client = ReceiveOnlyClient(url, photo("astronaut"), fps=15)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        await asyncio.wait_for(client.ended.wait(), 10)
+        assert client.messages[-1] == {"type": "end", "reason": "stream_finished"}
+        assert 5 <= client.received.count <= 10, client.received.count
+    finally:
+        await client.close()

@@ -36,7 +36,9 @@ const MESSAGES = {
   server_shutdown: 'Session ended: the server is restarting.',
   closed_by_server: 'Session ended by the server.',
   internal_error: 'Session ended: the server hit an internal error.',
+  fn_returns_images: 'Session ended: this app\u2019s function returns images, which browser-drawn overlays (render="browser") cannot show. Use render="server" or return detections.',
   client_stop: 'Stopped.',
+  stream_finished: 'Stream finished.',
   // the page's own failures
   ice_failed: 'Connection failed (ICE): no network path to the server. A TURN server may be needed.',
   ice_gathering_timeout: 'Network setup took too long.',
@@ -52,7 +54,7 @@ const MESSAGES = {
   turn_credentials_failed: 'Could not get TURN relay credentials from the server.',
 };
 // Reasons that are a normal end rather than an error.
-const ENDED = new Set(['time_limit', 'server_shutdown', 'closed_by_server', 'connection_closed', 'client_gone', 'client_stop']);
+const ENDED = new Set(['time_limit', 'stream_finished', 'server_shutdown', 'closed_by_server', 'connection_closed', 'client_gone', 'client_stop']);
 
 let pc = null, channel = null, localStream = null, remoteStream = null;
 let connectedAt = null, connectTimer = null, uiTimer = null, statsTimer = null, pingTimer = null, tickTimer = null;
@@ -80,6 +82,8 @@ function paint() {
   const stats = find('.rtc-stats');
   if (stats) {
     if (stats.textContent !== ui.stats) stats.textContent = ui.stats;
+    if (overlayRate !== null) stats.dataset.dps = overlayRate.toFixed(1);
+    if (overlayAgeMs !== null) stats.dataset.age = overlayAgeMs.toFixed(0);
     if (fps !== null) stats.dataset.fps = fps.toFixed(1);
     if (rttMs !== null) stats.dataset.rtt = rttMs.toFixed(0);
     if (detections !== null) stats.dataset.detections = String(detections);
@@ -155,6 +159,7 @@ function clearTimers() {
 function stop(reason, detail) {
   generation += 1;
   clearTimers();
+  stopOverlay();
   if (channel && channel.readyState === 'open' && !reason) {
     try { channel.send(JSON.stringify({ type: 'stop' })); } catch (e) { /* closing anyway */ }
   }
@@ -187,11 +192,98 @@ window.addEventListener('rayrtc-inputs', (ev) => {
   sendInputs();
 });
 
+// --- render="browser": the server sends detections, this page draws them -------------
+// The server sends no video back; each processed frame's detections arrive on the data
+// channel (see component/overlay_channel.py) and are drawn on the overlay canvas over
+// the local camera picture on every animation frame. Boxes are in the camera's own
+// orientation: they are mirrored here together with the picture (mirror_webcam).
+// An empty result does not wipe the boxes at once: a detector that misses a steady
+// face in one frame must not blink its box off (the server render holds them too).
+const OVERLAY_HOLD_MS = 400;  // a box stays this long after the last message with boxes...
+const OVERLAY_FADE_MS = 300;  // ...then fades out over this long
+const OVERLAY_COLOR = 'rgb(0, 255, 0)';  // the server's annotation colour
+let overlay = null, overlayLoop = null, overlayTimes = [], overlayAgeMs = null, overlayRate = null, overlayCount = 0;
+
+function browserRender() { return props.render_mode === 'browser'; }
+
+function onDetections(msg) {
+  if (!Array.isArray(msg.items)) return;
+  const now = performance.now();
+  if (msg.items.length || !overlay) overlay = { items: msg.items, at: now };
+  overlayCount += 1;
+  overlayTimes.push(now);
+  while (overlayTimes.length && now - overlayTimes[0] > 2000) overlayTimes.shift();
+  // Server time (frame arrival to message) plus the way back, half the round trip.
+  if (typeof msg.age_ms === 'number') overlayAgeMs = msg.age_ms + (rttMs !== null ? rttMs / 2 : 0);
+  detections = msg.items.length;
+}
+
+function overlayStats() {
+  // Over the last 2 s, or since connecting when that is sooner.
+  const now = performance.now(), span = Math.min(2000, now - (connectedAt === null ? now : connectedAt));
+  overlayRate = span > 0 ? overlayTimes.filter((t) => now - t <= span).length / (span / 1000) : 0;
+}
+
+function drawOverlay() {
+  const canvas = find('.rtc-overlay');
+  const cam = find('.rtc-local');
+  if (!canvas || !cam) return;
+  // Re-renders wipe the canvas's size attributes: set them again whenever they differ.
+  const dpr = window.devicePixelRatio || 1;
+  const cw = Math.round(canvas.clientWidth * dpr), ch = Math.round(canvas.clientHeight * dpr);
+  if (canvas.width !== cw || canvas.height !== ch) { canvas.width = cw; canvas.height = ch; }
+  const g = canvas.getContext('2d');
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  const vw = cam.videoWidth, vh = cam.videoHeight;
+  if (!overlay || !vw || !vh || !cw || !ch) return;
+  const age = performance.now() - overlay.at;
+  const alpha = age <= OVERLAY_HOLD_MS ? 1 : 1 - (age - OVERLAY_HOLD_MS) / OVERLAY_FADE_MS;
+  if (alpha <= 0) return;
+  // The picture is shown with object-fit: contain; this is its rectangle on the canvas.
+  const scale = Math.min(cw / vw, ch / vh);
+  const dw = vw * scale, dh = vh * scale, ox = (cw - dw) / 2, oy = (ch - dh) / 2;
+  const line = Math.max(2, Math.round(Math.min(dw, dh) / 160));
+  const fontPx = Math.max(11, Math.round(Math.min(dw, dh) / 30));
+  g.globalAlpha = alpha;
+  g.lineWidth = line;
+  g.font = fontPx + 'px sans-serif';
+  g.textBaseline = 'bottom';
+  for (const item of overlay.items) {
+    const b = item && item.box;
+    if (!Array.isArray(b) || b.length !== 4) continue;
+    const [x1, x2] = props.mirror_webcam ? [1 - b[2], 1 - b[0]] : [b[0], b[2]];
+    const px = ox + x1 * dw, py = oy + b[1] * dh;
+    g.strokeStyle = OVERLAY_COLOR;
+    g.strokeRect(px, py, (x2 - x1) * dw, (b[3] - b[1]) * dh);
+    // The label sits on a filled tab above the box (inside it at the top edge).
+    const text = String(item.label) + ' ' + Number(item.score).toFixed(2);
+    const tw = g.measureText(text).width + 6, th = fontPx + 4, ty = Math.max(py, th);
+    g.fillStyle = OVERLAY_COLOR;
+    g.fillRect(px - line / 2, ty - th, tw, th);
+    g.fillStyle = '#000';
+    g.fillText(text, px + 3, ty - 2);
+  }
+  g.globalAlpha = 1;
+}
+
+function startOverlay() {
+  stopOverlay();
+  const step = () => { drawOverlay(); overlayLoop = requestAnimationFrame(step); };
+  overlayLoop = requestAnimationFrame(step);
+}
+
+function stopOverlay() {
+  if (overlayLoop !== null) cancelAnimationFrame(overlayLoop);
+  overlayLoop = null; overlay = null; overlayTimes = []; overlayAgeMs = null; overlayRate = null; overlayCount = 0;
+  drawOverlay();  // clears the canvas
+}
+
 function onControl(ev) {
   let msg;
   try { msg = JSON.parse(ev.data); } catch (e) { return; }
   if (!msg || typeof msg !== 'object') return;
   if (msg.type === 'end') stop(msg.reason || 'closed_by_server');
+  else if (msg.type === 'detections') onDetections(msg);
   else if (msg.type === 'pong') {
     if (typeof msg.t === 'number') rttMs = performance.now() - msg.t;
     if (typeof msg.detections === 'number') detections = msg.detections;
@@ -207,6 +299,8 @@ function updateCountdown() {
 
 function statsText() {
   const parts = [];
+  if (overlayRate !== null) parts.push(overlayRate.toFixed(overlayRate < 10 ? 1 : 0) + ' detections/s');
+  if (overlayAgeMs !== null) parts.push(overlayAgeMs.toFixed(0) + ' ms old');
   if (fps !== null) parts.push(fps.toFixed(0) + ' fps');
   if (rttMs !== null) parts.push(rttMs.toFixed(0) + ' ms rtt');
   if (detections !== null) parts.push(detections + (detections === 1 ? ' detection' : ' detections'));
@@ -241,6 +335,7 @@ function onConnected(conn) {
   lastFrames = null; fps = null; rttMs = null; detections = null;
   setState('connected', '', 'Connected');
   preferResolution(conn);
+  if (browserRender()) startOverlay();
   // The reference component's `tick` event: once a second while streaming.
   tickTimer = setInterval(() => trigger('tick'), 1000);
   uiTimer = setInterval(() => { updateCountdown(); paint(); }, 250);
@@ -252,6 +347,7 @@ function onConnected(conn) {
   statsTimer = setInterval(async () => {
     if (conn !== pc || props.show_stats === false) return;
     try { await sampleStats(conn); } catch (e) { return; }
+    if (browserRender()) overlayStats();
     ui.stats = statsText();
     paint();
   }, 1000);
@@ -298,7 +394,8 @@ async function start() {
     if (localStream) {
       for (const track of localStream.getTracks()) {
         conn.addTransceiver(track, {
-          direction: mode === 'send' ? 'sendonly' : 'sendrecv',
+          // render="browser": nothing comes back but data; the page draws.
+          direction: mode === 'send' || browserRender() ? 'sendonly' : 'sendrecv',
           streams: [localStream],
         });
       }
@@ -373,13 +470,15 @@ element.addEventListener('click', (ev) => {
   if (ui.state === 'starting' || ui.state === 'connecting' || ui.state === 'connected') stop(); else start();
 });
 // After a re-render caused by Python (gr.update), restore what the template wiped.
-watch(['value', 'label', 'visible', 'height', 'width', 'mirror_webcam', 'mode', 'show_stats', 'time_limit',
+watch(['value', 'label', 'visible', 'height', 'width', 'mirror_webcam', 'mode', 'render_mode', 'show_stats', 'time_limit',
   'track_constraints', 'rtc_configuration', 'connect_timeout'], paint);
 // A read-only handle for tests and debugging (e.g. `getStats()` from the console).
 element.rtc = Object.freeze({
   get pc() { return pc; },
   get state() { return ui.state; },
   get reason() { return ui.reason; },
+  // render="browser": detections messages received this session, and the latest.
+  get overlay() { return { received: overlayCount, latest: overlay && { items: overlay.items, at: overlay.at } }; },
 });
 // A tab that goes away ends its session at once instead of leaving it to time out.
 window.addEventListener('pagehide', () => { if (pc) stop(); });
