@@ -142,7 +142,7 @@ class StreamClient:
         self.ice = ice or IceConfig()
         self.track = ImageTrack(image, fps, stamp_ids=measure_latency)
         self.measure_latency = measure_latency
-        self.pc = RTCPeerConnection(configuration=self.ice.rtc_configuration())
+        self.pc = RTCPeerConnection(configuration=self.ice.rtc_configuration(role="client"))
         self.channel = self.pc.createDataChannel("control")
         self.messages: list[dict] = []
         self.ended = asyncio.Event()

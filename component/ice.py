@@ -36,6 +36,8 @@ from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCConfiguration, RTCIceServer
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from component.turn import TurnRest
+
 log = logging.getLogger("rayrtc.ice")
 
 
@@ -75,6 +77,9 @@ class IceConfig(BaseModel):
     port_max: Optional[int] = Field(None, ge=1, le=65535)
     # Public IP that maps 1:1 to this host (same ports); None: no extra candidate.
     advertised_address: Optional[str] = None
+    # TURN servers with short-lived credentials minted from a shared secret, for each
+    # peer connection (see component.turn); None: only the static `servers`.
+    turn_rest: Optional[TurnRest] = None
 
     @field_validator("host_addresses")
     @classmethod
@@ -105,14 +110,23 @@ class IceConfig(BaseModel):
     def port_range(self) -> Optional[tuple[int, int]]:
         return None if self.port_min is None else (self.port_min, self.port_max)
 
-    def rtc_configuration(self) -> RTCConfiguration:
-        """Always explicit, so aiortc never adds its public STUN default."""
+    def servers_for(self, role: str) -> tuple[IceServer, ...]:
+        """The static servers, plus a TURN server with credentials minted now for
+        one peer (`role` names it in the TURN server's log)."""
+        if self.turn_rest is None:
+            return self.servers
+        minted = self.turn_rest.credentials(role)
+        return (*self.servers, IceServer(urls=list(minted.urls), username=minted.username, credential=minted.credential))
+
+    def rtc_configuration(self, role: str = "ingress") -> RTCConfiguration:
+        """Always explicit, so aiortc never adds its public STUN default. Called once
+        per peer connection, so minted TURN credentials are fresh for each session."""
         from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
         return RTCConfiguration(
             iceServers=[
                 RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
-                for s in self.servers
+                for s in self.servers_for(role)
             ],
             iceTransportPolicy=(
                 RTCIceTransportPolicy.RELAY
@@ -121,12 +135,18 @@ class IceConfig(BaseModel):
             ),
         )
 
-    def browser_configuration(self) -> dict:
-        """The RTCConfiguration dict handed to this session's browser."""
+    def browser_configuration(self, mint: bool = True) -> dict:
+        """The RTCConfiguration dict handed to this session's browser. `mint=False`:
+        without minted TURN credentials (what may sit in a page config for hours)."""
+        servers = self.servers_for("browser") if mint else self.servers
         return {
-            "iceServers": [s.model_dump(exclude_none=True) for s in self.servers],
+            "iceServers": [s.model_dump(exclude_none=True) for s in servers],
             "iceTransportPolicy": self.transport_policy,
         }
+
+    @property
+    def mints_credentials(self) -> bool:
+        return self.turn_rest is not None
 
 
 # --- process-wide settings of aioice ---------------------------------------------------

@@ -194,7 +194,10 @@ class WebRTC(gr.HTML):
             render_mode=render_mode,
             track_constraints=track_constraints,
             show_stats=show_stats,
-            rtc_configuration=self.ice.browser_configuration(),
+            # Never minted TURN credentials here: the page config lives for hours.
+            rtc_configuration=self.ice.browser_configuration(mint=False),
+            # True: the page fetches fresh TURN credentials (`ice_configuration`) per Start.
+            ice_minted=self.ice.mints_credentials,
             # Set by webrtc_stream: the page shows a countdown and gives up connecting.
             time_limit=None,
             connect_timeout=None,
@@ -202,6 +205,7 @@ class WebRTC(gr.HTML):
         # Every prop the page's JS names also exists as an attribute: gr.HTML turns a
         # quoted name in js_on_load that is no attribute into an event listener.
         self.rtc_configuration = self.props["rtc_configuration"]
+        self.ice_minted = self.props["ice_minted"]
         # Gradio builds the page config from the __init__ parameters' attributes; a
         # missing one would resolve to an event listener bound to this component, and
         # every page load would deep-copy the component, its stream server and the fn.
@@ -324,6 +328,13 @@ class WebRTC(gr.HTML):
         except OfferError as err:
             return err.body()
         return answer.model_dump()
+
+    @server
+    async def ice_configuration(self, body: Any = None) -> dict:  # type: ignore[assignment]
+        """The RTCConfiguration for one Start, with TURN credentials minted now (the
+        TURN REST scheme): short-lived, never in the page config, fresh even on a page
+        left open longer than their lifetime."""
+        return self.ice.browser_configuration()
 
     def api_info(self) -> dict[str, Any]:
         return {"type": "string", "title": "webrtc_id"}

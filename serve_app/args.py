@@ -11,10 +11,11 @@ import ipaddress
 import json
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from component.client_address import parse_networks
 from component.ice import IceConfig, IceServer
+from component.turn import TurnRest
 from deployments.models.spec import ModelSpec
 
 
@@ -29,7 +30,8 @@ def _split_csv(value: Any) -> Any:
 
 
 class AppArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # hide_input_in_errors: a failed validation must not echo the secrets it was given.
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), hide_input_in_errors=True)
 
     # --- the page -------------------------------------------------------------
     title: str = "Live object detection (WebRTC + Ray Serve)"
@@ -88,6 +90,17 @@ class AppArgs(BaseModel):
         None, description="public IP of a 1:1 NAT in front of the ingress nodes (same ports); null: none"
     )
 
+    # --- TURN REST: short-lived TURN credentials (see component.turn) ------------------
+    turn_secret: Optional[SecretStr] = Field(
+        None, description="the TURN server's static-auth-secret; set: credentials are minted per Start and per session"
+    )
+    turn_urls: list[str] = Field(
+        default_factory=list, description="TURN servers that take minted credentials (comma-separated turn: urls)"
+    )
+    turn_ttl_s: int = Field(
+        3600, ge=10, le=7 * 86400, description="lifetime of a minted credential; must outlast a session"
+    )
+
     # --- ingress ----------------------------------------------------------------------
     ingress_replicas: int = Field(1, ge=1, le=64)
     ingress_num_cpus: float = Field(0.0, ge=0)
@@ -138,6 +151,7 @@ class AppArgs(BaseModel):
 
     @field_validator(
         "time_limit", "detector_initial_replicas", "idle_timeout", "offer_rate_per_s", "auth_token", "admin_token",
+        "turn_secret",
         mode="before",
     )
     @classmethod
@@ -146,7 +160,7 @@ class AppArgs(BaseModel):
             return None
         return value
 
-    _split_lists = field_validator("ice_host_addresses", "trusted_proxies", mode="before")(_split_csv)
+    _split_lists = field_validator("ice_host_addresses", "trusted_proxies", "turn_urls", mode="before")(_split_csv)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -194,6 +208,30 @@ class AppArgs(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _turn_valid(self) -> "AppArgs":
+        if (self.turn_secret is None) != (not self.turn_urls):
+            raise ValueError("set both turn_secret and turn_urls, or neither")
+        if self.turn_secret is not None:
+            self.turn_rest()  # url schemes and an empty secret fail here, by name
+            longest = (self.time_limit or 0) + self.connect_timeout
+            if self.time_limit is not None and self.turn_ttl_s < longest:
+                raise ValueError(
+                    f"turn_ttl_s ({self.turn_ttl_s}) must outlast a session "
+                    f"(time_limit + connect_timeout = {longest:g} s): the TURN server refuses "
+                    "an expired credential's refreshes"
+                )
+        return self
+
+    def turn_rest(self) -> Optional[TurnRest]:
+        if self.turn_secret is None:
+            return None
+        try:
+            return TurnRest(urls=tuple(self.turn_urls), secret=self.turn_secret, ttl_s=self.turn_ttl_s)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"turn_urls / turn_secret: {problems}") from None
+
+    @model_validator(mode="after")
     def _consistent(self) -> "AppArgs":
         if self.detector_min_replicas > self.detector_max_replicas:
             raise ValueError(
@@ -213,6 +251,7 @@ class AppArgs(BaseModel):
             port_min=self.ice_port_min,
             port_max=self.ice_port_max,
             advertised_address=self.ice_advertised_address,
+            turn_rest=self.turn_rest(),
         )
 
     def model_spec(self) -> ModelSpec:

@@ -48,6 +48,10 @@ const MESSAGES = {
   insecure_context: 'The camera needs a secure page: open this app over https (or on localhost).',
   unsupported: 'This browser does not support WebRTC.',
   error: 'Could not start the stream:',
+  // relay-only ICE whose TURN server gave no relay address (see relayFailure)
+  turn_unreachable: 'Could not reach the TURN relay server: no network path for the video. Try again later or ask the site\u2019s operator.',
+  turn_refused: 'The TURN relay server refused this page\u2019s credentials (expired or wrong): reload the page and press Start again.',
+  turn_credentials_failed: 'Could not get TURN relay credentials from the server.',
 };
 // Reasons that are a normal end rather than an error.
 const ENDED = new Set(['time_limit', 'stream_finished', 'server_shutdown', 'closed_by_server', 'connection_closed', 'client_gone', 'client_stop']);
@@ -116,6 +120,34 @@ function waitForIce(conn, timeoutMs) {
 function stripMdns(sdp) {
   // mDNS host names make the server resolve them by multicast; never send them.
   return sdp.split('\r\n').filter((l) => !(l.startsWith('a=candidate:') && / [^ ]+\.local /.test(l))).join('\r\n');
+}
+
+// The RTCConfiguration for this Start. With TURN REST the server mints short-lived
+// TURN credentials for each Start (never in the page config).
+async function iceConfiguration() {
+  const base = props.rtc_configuration || { iceServers: [] };
+  if (!props.ice_minted) return base;
+  try {
+    return await server.ice_configuration({});
+  } catch (e) {
+    console.error('webrtc: TURN credentials request failed', e);
+    throw { code: 'turn_credentials_failed' };
+  }
+}
+
+// Relay-only ICE without a relay candidate can never connect: name the cause (TURN
+// down, or credentials refused) at once instead of waiting out the connect timeout.
+// Returns a check to run once gathering is over: null, or the error to throw.
+function relayFailure(conn, config) {
+  const codes = [];
+  conn.addEventListener('icecandidateerror', (ev) => codes.push(ev.errorCode));
+  return () => {
+    if (config.iceTransportPolicy !== 'relay') return null;
+    const sdp = (conn.localDescription && conn.localDescription.sdp) || '';
+    if (/ typ relay/.test(sdp)) return null;
+    const refused = codes.some((c) => c === 401 || c === 403 || c === 431 || c === 437 || c === 441);
+    return { code: refused ? 'turn_refused' : 'turn_unreachable', detail: codes.length ? '(TURN error ' + codes.join(', ') + ')' : '' };
+  };
 }
 
 function clearTimers() {
@@ -353,7 +385,10 @@ async function start() {
       if (stale()) { stream.getTracks().forEach((t) => t.stop()); return; }
       localStream = stream;
     }
-    const conn = new RTCPeerConnection(props.rtc_configuration || { iceServers: [] });
+    const config = await iceConfiguration();
+    if (stale()) return;
+    const conn = new RTCPeerConnection(config);
+    const relayCheck = relayFailure(conn, config);
     pc = conn;
     remoteStream = new MediaStream();
     if (localStream) {
@@ -386,7 +421,10 @@ async function start() {
     setState('connecting', '', 'Connecting\u2026');
     paint();
     await conn.setLocalDescription(await conn.createOffer());
-    if (!(await waitForIce(conn, 5000)) && !conn.localDescription.sdp.includes('a=candidate')) throw { code: 'ice_gathering_timeout' };
+    const gathered = await waitForIce(conn, 5000);
+    if (stale()) return;
+    if (relayCheck()) throw relayCheck();
+    if (!gathered && !conn.localDescription.sdp.includes('a=candidate')) throw { code: 'ice_gathering_timeout' };
     if (stale()) return;
     const webrtcId = newId();
     sessionId = webrtcId;
