@@ -8,6 +8,7 @@ from component.detections import Detection, Detections
 from component.ice import IceConfig, IceServer
 from component.protocol import ErrorCode, OfferAnswer, OfferError, OfferRequest
 from component.routes import mount_offer_routes, offer_router
+from component.scheduler import FrameInput, ScaledInputFn
 from component.server import StreamConfig, StreamServer
 from component.webrtc import WebRTC
 
@@ -15,11 +16,13 @@ __all__ = [
     "Detection",
     "Detections",
     "ErrorCode",
+    "FrameInput",
     "IceConfig",
     "IceServer",
     "OfferAnswer",
     "OfferError",
     "OfferRequest",
+    "ScaledInputFn",
     "StreamConfig",
     "StreamServer",
     "WebRTC",

@@ -19,8 +19,9 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
-from component.annotate import draw_detections
+from component.annotate import draw_detections_yuv
 from component.detections import Detections
+from component.yuv import copy_yuv420p, planes
 
 log = logging.getLogger("rayrtc.tracks")
 
@@ -28,43 +29,43 @@ T = TypeVar("T")
 
 
 class CameraFrame:
-    """A decoded camera frame whose BGR pixels are computed once, on first use.
+    """A decoded camera frame, and every view of it the session needs.
 
-    The scheduler (to feed the fn) and the outgoing track (to draw on it) both need
-    the pixels of the same frame, from worker threads. PyAV deadlocks when one frame
-    is converted from two threads at once, and converting twice is waste: so one
-    lock per frame, one conversion, and consumers that need to write take a copy.
+    The scheduler (to feed the fn) and the outgoing track (to draw on it) both read
+    the same frame from worker threads. PyAV deadlocks when one frame is converted
+    from two threads at once: so one lock per frame guards every access to it, and
+    each view is a new array or frame that its consumer owns.
     """
 
-    __slots__ = ("frame", "_bgr", "_lock")
+    __slots__ = ("frame", "size", "pts", "time_base", "_lock")
 
     def __init__(self, frame: VideoFrame) -> None:
         self.frame = frame
-        self._bgr: Optional[np.ndarray] = None
+        # Read here, on the loop, once: worker threads never touch the frame unlocked.
+        self.size = (frame.width, frame.height)
+        self.pts, self.time_base = frame.pts, frame.time_base
         self._lock = threading.Lock()
 
     def bgr(self) -> np.ndarray:
-        """The frame as HxWx3 uint8 BGR; read-only, shared: copy before writing."""
+        """The whole frame as a new HxWx3 uint8 BGR array (only for a fn that asks for
+        an image; the caller owns it and may draw on it)."""
         with self._lock:
-            return self._bgr_locked()
+            return self.frame.to_ndarray(format="bgr24")
 
-    def _bgr_locked(self) -> np.ndarray:
-        if self._bgr is None:
-            self._bgr = self.frame.to_ndarray(format="bgr24")
-            self._bgr.flags.writeable = False
-        return self._bgr
-
-    def passthrough(self) -> VideoFrame:
-        """A new frame with the same pixels, for the encoder: the decoded frame itself
-        is never handed to another thread while ours may still convert it."""
-        frame = self.frame
+    def scaled(self, width: int, height: int, pix_fmt: str) -> np.ndarray:
+        """One scaled conversion straight from the decoded frame (e.g. 320x240 "gray"
+        for Haar): no full-size intermediate image."""
         with self._lock:
-            if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
-                # A plane copy: no colour conversion.
-                out = VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
-            else:  # odd sizes (PyAV refuses yuv420p arrays for them) and other formats
-                out = VideoFrame.from_ndarray(self._bgr_locked(), format="bgr24")
-        out.pts, out.time_base = self.frame.pts, self.frame.time_base
+            small = self.frame.reformat(width=width, height=height, format=pix_fmt, interpolation="AREA")
+        return small.to_ndarray()
+
+    def outgoing(self, detections: Optional[Detections]) -> VideoFrame:
+        """The frame to send: a plane copy (the encoder's own frame) with `detections`
+        drawn into its Y, U and V planes; no colour conversion for yuv420p input."""
+        with self._lock:
+            out = copy_yuv420p(self.frame)
+        if detections:
+            draw_detections_yuv(planes(out), out.width, out.height, detections)
         return out
 
 
@@ -130,16 +131,10 @@ async def pump_latest(
 
 
 def _annotate(camera: CameraFrame, detections: Optional[Detections]) -> VideoFrame:
-    if not detections:
-        return camera.passthrough()
-    image = camera.bgr().copy()
-    draw_detections(image, detections)
-    out = VideoFrame.from_ndarray(image, format="bgr24")
-    out.pts, out.time_base = camera.frame.pts, camera.frame.time_base
-    return out
+    return camera.outgoing(detections)
 
 
-def image_frame(image: np.ndarray, like: VideoFrame) -> VideoFrame:
+def image_frame(image: np.ndarray, like: CameraFrame) -> VideoFrame:
     """Wrap a fn's BGR image as a frame timed like the camera frame it came from."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise TypeError(f"stream fn must return a HxWx3 uint8 BGR image, got {image.dtype} {image.shape}")

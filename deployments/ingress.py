@@ -11,15 +11,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-import numpy as np
 from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from component import Detections, WebRTC, mount_offer_routes
+from component import Detections, ScaledInputFn, WebRTC, mount_offer_routes
 from component.ice import apply_process_settings
 from deployments.metrics import ServeStreamMetrics
-from deployments.models import build_preprocessor
+from deployments.models import ModelInput, build_preprocessor
 if TYPE_CHECKING:  # serve_app imports this module to build the app
     from serve_app.args import AppArgs
 
@@ -77,9 +76,9 @@ class Ingress:
         self.webrtc: WebRTC | None = None
         _log_through_serve()
 
-    async def detect(self, frame: np.ndarray, threshold: float) -> Detections:
-        """The stream fn: preprocess here, infer in a batched detector replica."""
-        model_input = await asyncio.to_thread(self.preprocess, frame)
+    async def detect(self, model_input: ModelInput, threshold: float) -> Detections:
+        """The stream fn: infer in a batched detector replica. `model_input` was made on
+        a media thread by one scaled conversion of the decoded frame (`ScaledInputFn`)."""
         response = self.detector.detect.remote(model_input)
         try:
             detections = await asyncio.wait_for(response, self.args.detector_timeout_s)
@@ -97,7 +96,7 @@ class Ingress:
 
         args = self.args
         demo, self.webrtc = build_ui(
-            self.detect,
+            ScaledInputFn(self.detect, self.preprocess),
             title=args.title,
             ice=args.ice(),
             time_limit=args.time_limit,
