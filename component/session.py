@@ -20,6 +20,7 @@ from av import VideoFrame
 
 from component.detections import Detections
 from component.metrics import StreamMetrics
+from component.receive import ReceiveStats, bound_track
 from component.scheduler import FrameScheduler, StreamFn
 from component.tracks import CameraFrame, Latest, OutgoingTrack, pump_latest
 
@@ -68,6 +69,7 @@ class Session:
         self._closing: Optional[asyncio.Task] = None
         self._metrics = metrics or StreamMetrics()
         self.last_frame_at: Optional[float] = None
+        self.receive_stats: Optional[ReceiveStats] = None
 
         self.camera: Latest[CameraFrame] = Latest()
         self.detections: Latest[Detections] = Latest()
@@ -128,6 +130,8 @@ class Session:
     def _on_track(self, track) -> None:
         if track.kind != "video":
             return
+        # At most a couple of frames between the network and `self.camera`.
+        self.receive_stats = bound_track(self.pc, track)
         self._spawn(pump_latest(track, self.camera, self._frame_arrived), "pump")
         self._spawn(self.scheduler.run(), "scheduler")
 
