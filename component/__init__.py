@@ -5,6 +5,7 @@ scheduler (`scheduler`) -> your fn -> annotate (`annotate`) -> outgoing track (`
 """
 
 from component.detections import Detection, Detections
+from component.encoding import VideoEncoding
 from component.ice import IceConfig, IceServer
 from component.protocol import ErrorCode, OfferAnswer, OfferError, OfferRequest
 from component.routes import mount_offer_routes, offer_router
@@ -25,6 +26,7 @@ __all__ = [
     "ScaledInputFn",
     "StreamConfig",
     "StreamServer",
+    "VideoEncoding",
     "WebRTC",
     "mount_offer_routes",
     "offer_router",

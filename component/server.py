@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 
 from aiortc import RTCPeerConnection
 
+from component.encoding import VideoEncoding
 from component.ice import IceConfig, apply_process_settings, strip_mdns_candidates
 from component.memory import release_free_memory
 from component.metrics import StreamMetrics
@@ -46,6 +47,8 @@ class StreamConfig:
     # Offers per second per client address (bursts up to `offer_burst`); None: no limit.
     offer_rate: Optional[float] = None
     offer_burst: int = 10
+    # The outgoing video's codec preference and encoder options (see `component.encoding`).
+    encoding: VideoEncoding = VideoEncoding()
 
 
 class StreamServer:
@@ -151,6 +154,7 @@ class StreamServer:
             executor=self._media_executor(),
             on_closed=self._forget,
             metrics=self.metrics,
+            encoding=self.config.encoding,
         )
         # Registered before the first await so a concurrent duplicate id gets 409.
         self._sessions[req.webrtc_id] = session

@@ -19,6 +19,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from av import VideoFrame
 
 from component.detections import Detections
+from component.encoding import VideoEncoding, install_encoder, prefer_codec
 from component.metrics import StreamMetrics
 from component.receive import ReceiveStats, bound_track
 from component.scheduler import FrameScheduler, StreamFn
@@ -54,8 +55,10 @@ class Session:
         executor: Executor,
         on_closed: Callable[["Session"], None],
         metrics: Optional[StreamMetrics] = None,
+        encoding: Optional[VideoEncoding] = None,
     ) -> None:
         self.webrtc_id = webrtc_id
+        self.encoding = encoding or VideoEncoding()
         self.pc = pc
         self.limits = limits
         self.created_at = time.monotonic()
@@ -100,9 +103,11 @@ class Session:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         if not any(t.kind == "video" for t in self.pc.getTransceivers()):
             raise ValueError("offer has no video transceiver")
+        prefer_codec(self.pc, self.encoding)
         # addTrack reuses the browser's video transceiver and makes it send our track.
         self.pc.addTrack(self.outgoing)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
+        install_encoder(self.pc, self.outgoing, self.encoding)
         self._call_later(self.limits.connect_timeout, self._connect_timeout)
         return self.pc.localDescription.sdp
 

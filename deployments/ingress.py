@@ -112,6 +112,7 @@ class Ingress:
             idle_timeout=args.idle_timeout,
             offer_rate=args.offer_rate_per_s,
             offer_burst=args.offer_burst,
+            encoding=args.video_encoding(),
         )
         token = args.auth_token.get_secret_value() if args.auth_token else None
 

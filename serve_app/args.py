@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from component.encoding import VideoEncoding
 from component.ice import IceConfig, IceServer
 from deployments.models.spec import ModelSpec
 
@@ -54,6 +55,16 @@ class AppArgs(BaseModel):
     offer_burst: int = Field(20, ge=1)
     auth_token: Optional[SecretStr] = Field(
         None, description="when set: the UI asks for it as password, /webrtc/* need `Authorization: Bearer`"
+    )
+
+    # --- outgoing video ----------------------------------------------------------------
+    video_codec: Literal["h264", "vp8"] = Field(
+        "h264",
+        description="codec preferred for the video sent back (the other is the fallback when the browser lacks it)",
+    )
+    video_encoder_fast: bool = Field(
+        True,
+        description="measured fast encoder options (H.264 ultrafast; VP8 cpu-used -10, no denoiser); false: aiortc's own",
     )
 
     # --- ICE ------------------------------------------------------------------------
@@ -191,6 +202,9 @@ class AppArgs(BaseModel):
             port_max=self.ice_port_max,
             advertised_address=self.ice_advertised_address,
         )
+
+    def video_encoding(self) -> VideoEncoding:
+        return VideoEncoding(codec=self.video_codec, fast=self.video_encoder_fast)
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(

@@ -1,0 +1,157 @@
+"""The outgoing video's codec and encoder options: the one seam around aiortc's encoders.
+
+aiortc encodes with fixed options: VP8 at `cpu-used -6` with the denoiser on, H.264
+with libx264's default `medium` preset. Measured on webcam-like 640x480 at 0.5-1.5
+Mbps (`python -m bench.encoders`), per frame on one thread:
+
+- VP8, aiortc's options: 4.3-5.8 ms encode; `cpu-used -10`, no denoiser: 1.9-3.9 ms at
+  the same PSNR (within 0.1-0.4 dB); `cpu-used -16` loses 1.4-6 dB.
+- H.264 libx264 `ultrafast` + `zerolatency`: 1.4-2.1 ms encode, 0.3-0.6 ms decode
+  (VP8: 0.7-1.5 ms), PSNR equal or better than VP8's. Chromium decodes it.
+
+So the default prefers H.264 with `ultrafast` and falls back to VP8 with the fast
+options when the browser offers no H.264. The codec is a preference: negotiation
+still picks only what both ends support.
+
+What it relies on in aiortc (tests/test_encoding.py fails if an upgrade changes it):
+- `RTCRtpSender.__encoder`, when already set, is used instead of `get_encoder(codec)`;
+- the sender encodes with `transceiver._codecs[0]`, set by `setRemoteDescription`;
+- `Vp8Encoder` / `H264Encoder` assign their PyAV context to `self.codec`, then set
+  `codec.options` (a dict) and, for VP8, `codec.thread_count`, before the first encode.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcpeerconnection import filter_preferred_codecs
+
+log = logging.getLogger("rayrtc.encoding")
+
+SENDER_ENCODER_ATTR = "_RTCRtpSender__encoder"
+
+Codec = Literal["h264", "vp8"]
+MIME = {"h264": "video/h264", "vp8": "video/vp8"}
+
+# Options merged over aiortc's own (which keep rate control, latency and packet sizes).
+FAST_OPTIONS: dict[str, dict[str, str]] = {
+    "video/vp8": {"cpu-used": "-10", "noise-sensitivity": "0"},
+    "video/h264": {"preset": "ultrafast", "tune": "zerolatency"},
+}
+
+
+@dataclass(frozen=True)
+class VideoEncoding:
+    """How a session encodes the video it sends back.
+
+    `codec`: preferred codec (the other is the fallback). `fast`: the measured fast
+    options above; False keeps aiortc's own. `threads`: encoder threads (None: aiortc's
+    choice, one at 640x480); more threads cost more CPU per frame at this size.
+    """
+
+    codec: Codec = "h264"
+    fast: bool = True
+    threads: Optional[int] = None
+
+    def options_for(self, mime_type: str) -> dict[str, str]:
+        return dict(FAST_OPTIONS.get(mime_type.lower(), {})) if self.fast else {}
+
+
+class _TunedContext:
+    """A PyAV codec context whose `options` get our overrides merged in when aiortc's
+    encoder assigns them (and whose `thread_count` ours, when set)."""
+
+    def __init__(self, context: Any, options: dict[str, str], threads: Optional[int]) -> None:
+        object.__setattr__(self, "_context", context)
+        object.__setattr__(self, "_options", options)
+        object.__setattr__(self, "_threads", threads)
+        # What was handed to FFmpeg (after opening, PyAV's `options` lists only the
+        # options the codec did not consume).
+        object.__setattr__(self, "applied_options", {})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "options":
+            value = {**value, **self._options}
+            object.__setattr__(self, "applied_options", dict(value))
+        elif name == "thread_count" and self._threads is not None:
+            value = self._threads
+        setattr(self._context, name, value)
+
+
+class _Tuned:
+    """Mixin for aiortc's encoders: every codec context they create is tuned."""
+
+    def __init__(self, options: dict[str, str], threads: Optional[int]) -> None:
+        self._tuned_options = options
+        self._tuned_threads = threads
+        super().__init__()  # sets `self.codec = None` through the property below
+
+    @property
+    def codec(self) -> Any:
+        return self.__dict__.get("_tuned_codec")
+
+    @codec.setter
+    def codec(self, context: Any) -> None:
+        if context is not None:
+            context = _TunedContext(context, self._tuned_options, self._tuned_threads)
+            if self._tuned_threads is not None:
+                context.thread_count = self._tuned_threads
+        self.__dict__["_tuned_codec"] = context
+
+
+class TunedVp8Encoder(_Tuned, Vp8Encoder):
+    pass
+
+
+class TunedH264Encoder(_Tuned, H264Encoder):
+    pass
+
+
+def make_encoder(mime_type: str, encoding: VideoEncoding) -> Optional[Any]:
+    """A tuned aiortc encoder for `mime_type`, or None for codecs we leave alone."""
+    options, mime = encoding.options_for(mime_type), mime_type.lower()
+    if mime == "video/vp8":
+        return TunedVp8Encoder(options, encoding.threads)
+    if mime == "video/h264":
+        return TunedH264Encoder(options, encoding.threads)
+    return None
+
+
+def prefer_codec(pc: RTCPeerConnection, encoding: VideoEncoding) -> None:
+    """Put the preferred codec first in every video transceiver's negotiated list
+    (call after `setRemoteDescription`, before `createAnswer`): the answer lists it
+    first, so both directions use it. Codecs the offer lacks stay absent."""
+    preferred = MIME[encoding.codec]
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind != "video" or not transceiver._codecs:
+            continue
+        codecs = RTCRtpSender.getCapabilities("video").codecs
+        order = sorted(codecs, key=lambda c: c.mimeType.lower() != preferred)
+        transceiver._codecs = filter_preferred_codecs(transceiver._codecs, order)
+
+
+def install_encoder(pc: RTCPeerConnection, track: MediaStreamTrack, encoding: VideoEncoding) -> Optional[str]:
+    """Give the sender of `track` a tuned encoder for its negotiated codec (call after
+    `setLocalDescription`); returns that codec's MIME type, or None when not ours."""
+    for transceiver in pc.getTransceivers():
+        sender = transceiver.sender
+        if sender.track is not track or not transceiver._codecs:
+            continue
+        mime = transceiver._codecs[0].mimeType
+        encoder = make_encoder(mime, encoding)
+        if encoder is None:
+            return None
+        if not hasattr(sender, SENDER_ENCODER_ATTR):
+            raise TypeError(f"aiortc changed: RTCRtpSender has no {SENDER_ENCODER_ATTR}")
+        setattr(sender, SENDER_ENCODER_ATTR, encoder)
+        log.debug("sender for %s: %s, options %s", track.id, mime, encoding.options_for(mime))
+        return mime.lower()
+    return None
