@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from component.encoding import VideoEncoding
 from component.ice import IceConfig, IceServer
 from deployments.models.spec import ModelSpec
+from deployments.priority import inference_threads
 
 
 def _split_csv(value: Any) -> Any:
@@ -112,6 +113,11 @@ class AppArgs(BaseModel):
     )
     detector_num_cpus: float = Field(1.0, ge=0)
     detector_num_gpus: float = Field(0.0, ge=0)
+    detector_priority: Literal["normal", "low", "idle"] = Field(
+        "low",
+        description="CPU priority of detector replicas: low (nice 10) / idle (SCHED_IDLE) let video "
+        "on shared cores go first; normal: none (see deployments/priority.py)",
+    )
     detector_resources: dict[str, float] = Field(
         default_factory=dict, description="custom Ray resources each detector replica needs"
     )
@@ -219,6 +225,8 @@ class AppArgs(BaseModel):
             callable=self.model_callable,
             batched=self.model_batched,
             num_gpus=self.detector_num_gpus,
+            # Ray's num_cpus is bookkeeping: bound the libraries' thread pools to it.
+            num_threads=inference_threads(self.detector_num_cpus),
         )
 
     def detector_autoscaling(self) -> dict[str, Any]:

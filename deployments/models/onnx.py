@@ -221,6 +221,7 @@ class OnnxBackend:
         self.nms_iou = nms_iou
         self.name = f"onnx:{self.decoder}:{path.name}"
         self._providers = _providers(spec.num_gpus)
+        self._threads = spec.num_threads
         self._input_name = _image_input(model).name
         self.batched, reason = self._open(model, path)
         if not self.batched:
@@ -242,6 +243,9 @@ class OnnxBackend:
     def _session_for(self, model: onnx.ModelProto) -> ort.InferenceSession:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if self._threads is not None:
+            opts.intra_op_num_threads = self._threads
+            opts.inter_op_num_threads = 1
         return ort.InferenceSession(model.SerializeToString(), opts, providers=self._providers)
 
     def _open(self, model: onnx.ModelProto, path: Path) -> tuple[bool, str]:
