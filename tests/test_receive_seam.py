@@ -13,15 +13,14 @@ import time
 from fractions import Fraction
 
 import av
-import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtcrtpreceiver import decoder_worker
 from aiortc.codecs import get_decoder
+from aiortc.rtcrtpreceiver import decoder_worker
 
-from component.client import ImageTrack, read_frame_id
+from component.client import ImageTrack, read_frame_id, stamp_frame_id
 from component.ice import IceConfig, apply_process_settings, restore_process_settings, strip_mdns_candidates
 from component.receive import (
     DECODER_ERROR_ATTR,
@@ -52,8 +51,6 @@ def _vp8_stream(count: int, keyframes_at: set[int]) -> list[tuple[int, bytes]]:
     base = photo("astronaut")[:240, :320].copy()
     out = []
     for i in range(count):
-        from component.client import stamp_frame_id
-
         img = base.copy()
         stamp_frame_id(img, i)
         frame = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuv420p")
