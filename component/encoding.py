@@ -13,8 +13,14 @@ So the default prefers H.264 with `ultrafast` and falls back to VP8 with the fas
 options when the browser offers no H.264. The codec is a preference: negotiation
 still picks only what both ends support.
 
+The outgoing track encodes in the same worker-thread hop that draws the frame
+(`OutgoingEncoder`), and hands the sender finished RTP payloads (`Encoded`), which the
+sender "packs" as it does any pre-encoded data: one hop per outgoing frame, not two.
+
 What it relies on in aiortc (tests/test_encoding.py fails if an upgrade changes it):
 - `RTCRtpSender.__encoder`, when already set, is used instead of `get_encoder(codec)`;
+  data from the track that is no `av.Frame` goes to `encoder.pack(data)` unencoded;
+- a PLI/FIR sets `RTCRtpSender.__force_keyframe`, read and cleared by whoever encodes;
 - the sender encodes with `transceiver._codecs[0]`, set by `setRemoteDescription`;
 - `Vp8Encoder` / `H264Encoder` assign their PyAV context to `self.codec`, then set
   `codec.options` (a dict) and, for VP8, `codec.thread_count`, before the first encode.
@@ -34,6 +40,7 @@ from aiortc.rtcpeerconnection import filter_preferred_codecs
 log = logging.getLogger("rayrtc.encoding")
 
 SENDER_ENCODER_ATTR = "_RTCRtpSender__encoder"
+SENDER_KEYFRAME_ATTR = "_RTCRtpSender__force_keyframe"
 
 Codec = Literal["h264", "vp8"]
 MIME = {"h264": "video/h264", "vp8": "video/vp8"}
@@ -86,8 +93,22 @@ class _TunedContext:
         setattr(self._context, name, value)
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """A frame already encoded and cut into RTP payloads (in a media worker thread)."""
+
+    payloads: list
+    timestamp: int
+
+
 class _Tuned:
-    """Mixin for aiortc's encoders: every codec context they create is tuned."""
+    """Mixin for aiortc's encoders: every codec context they create is tuned, and
+    `pack` passes through what `OutgoingEncoder` already encoded."""
+
+    def pack(self, data: Any) -> tuple[list, int]:
+        if isinstance(data, Encoded):
+            return data.payloads, data.timestamp
+        return super().pack(data)  # type: ignore[misc]
 
     def __init__(self, options: dict[str, str], threads: Optional[int]) -> None:
         self._tuned_options = options
@@ -112,7 +133,15 @@ class TunedVp8Encoder(_Tuned, Vp8Encoder):
 
 
 class TunedH264Encoder(_Tuned, H264Encoder):
-    pass
+    """libx264 takes only even-sized 4:2:0 frames (a 451 px wide camera would stop the
+    sender): odd sizes are scaled to the even size below, the one conversion they cost."""
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list, int]:
+        if frame.width % 2 or frame.height % 2:
+            even = frame.reformat(width=max(2, frame.width & ~1), height=max(2, frame.height & ~1), format="yuv420p")
+            even.pts, even.time_base = frame.pts, frame.time_base
+            frame = even
+        return super().encode(frame, force_keyframe)
 
 
 def make_encoder(mime_type: str, encoding: VideoEncoding) -> Optional[Any]:
@@ -138,9 +167,40 @@ def prefer_codec(pc: RTCPeerConnection, encoding: VideoEncoding) -> None:
         transceiver._codecs = filter_preferred_codecs(transceiver._codecs, order)
 
 
-def install_encoder(pc: RTCPeerConnection, track: MediaStreamTrack, encoding: VideoEncoding) -> Optional[str]:
+class OutgoingEncoder:
+    """The sender's own (tuned) encoder, driven by the outgoing track: `keyframe_due`
+    on the event loop (it takes the sender's PLI flag), `encode` in a worker thread.
+    The sender awaits each frame before asking for the next, so encodes never overlap;
+    bitrate feedback (REMB) still reaches the same encoder object."""
+
+    def __init__(self, sender: RTCRtpSender, encoder: Any, mime_type: str) -> None:
+        self._sender = sender
+        self.encoder = encoder
+        self.mime_type = mime_type
+        self.keyframes_forced = 0
+
+    def keyframe_due(self) -> bool:
+        due = bool(getattr(self._sender, SENDER_KEYFRAME_ATTR))
+        if due:
+            setattr(self._sender, SENDER_KEYFRAME_ATTR, False)
+            self.keyframes_forced += 1
+        return due
+
+    def keyframe_again(self) -> None:
+        """A frame that was to be a keyframe failed: the next one is."""
+        setattr(self._sender, SENDER_KEYFRAME_ATTR, True)
+
+    def encode(self, frame: Any, keyframe: bool) -> Encoded:
+        payloads, timestamp = self.encoder.encode(frame, keyframe)
+        return Encoded(payloads, timestamp)
+
+
+def install_encoder(
+    pc: RTCPeerConnection, track: MediaStreamTrack, encoding: VideoEncoding
+) -> Optional[OutgoingEncoder]:
     """Give the sender of `track` a tuned encoder for its negotiated codec (call after
-    `setLocalDescription`); returns that codec's MIME type, or None when not ours."""
+    `setLocalDescription`); returns it for the track to drive, or None when the codec
+    is not one we tune (the sender then encodes as aiortc does)."""
     for transceiver in pc.getTransceivers():
         sender = transceiver.sender
         if sender.track is not track or not transceiver._codecs:
@@ -149,9 +209,10 @@ def install_encoder(pc: RTCPeerConnection, track: MediaStreamTrack, encoding: Vi
         encoder = make_encoder(mime, encoding)
         if encoder is None:
             return None
-        if not hasattr(sender, SENDER_ENCODER_ATTR):
-            raise TypeError(f"aiortc changed: RTCRtpSender has no {SENDER_ENCODER_ATTR}")
+        for attr in (SENDER_ENCODER_ATTR, SENDER_KEYFRAME_ATTR):
+            if not hasattr(sender, attr):
+                raise TypeError(f"aiortc changed: RTCRtpSender has no {attr}")
         setattr(sender, SENDER_ENCODER_ATTR, encoder)
         log.debug("sender for %s: %s, options %s", track.id, mime, encoding.options_for(mime))
-        return mime.lower()
+        return OutgoingEncoder(sender, encoder, mime.lower())
     return None

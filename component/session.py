@@ -107,7 +107,7 @@ class Session:
         # addTrack reuses the browser's video transceiver and makes it send our track.
         self.pc.addTrack(self.outgoing)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
-        install_encoder(self.pc, self.outgoing, self.encoding)
+        self.outgoing.use_encoder(install_encoder(self.pc, self.outgoing, self.encoding))
         self._call_later(self.limits.connect_timeout, self._connect_timeout)
         return self.pc.localDescription.sdp
 

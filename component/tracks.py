@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import Executor
-from typing import Callable, Generic, Optional, TypeVar
+from typing import Callable, Generic, Optional, TypeVar, Union
 
 import numpy as np
 from aiortc import MediaStreamTrack
@@ -21,6 +21,7 @@ from av import VideoFrame
 
 from component.annotate import draw_detections_yuv
 from component.detections import Detections
+from component.encoding import Encoded, OutgoingEncoder
 from component.yuv import copy_yuv420p, planes
 
 log = logging.getLogger("rayrtc.tracks")
@@ -130,8 +131,12 @@ async def pump_latest(
         slot.close()
 
 
-def _annotate(camera: CameraFrame, detections: Optional[Detections]) -> VideoFrame:
-    return camera.outgoing(detections)
+def _render(
+    camera: CameraFrame, detections: Optional[Detections], encoder: Optional[OutgoingEncoder], keyframe: bool
+) -> Union[VideoFrame, Encoded]:
+    """Draw, and encode when the track drives the sender's encoder: one hop."""
+    frame = camera.outgoing(detections)
+    return encoder.encode(frame, keyframe) if encoder is not None else frame
 
 
 def image_frame(image: np.ndarray, like: CameraFrame) -> VideoFrame:
@@ -168,8 +173,14 @@ class OutgoingTrack(MediaStreamTrack):
         self._executor = executor
         self._sent_camera = 0
         self._sent_image = 0
+        self._encoder: Optional[OutgoingEncoder] = None
 
-    async def recv(self) -> VideoFrame:
+    def use_encoder(self, encoder: Optional[OutgoingEncoder]) -> None:
+        """Encode camera frames here, in the drawing hop, with the sender's encoder
+        (see `component.encoding`); None: hand frames to the sender to encode."""
+        self._encoder = encoder
+
+    async def recv(self) -> Union[VideoFrame, Encoded]:
         """The next frame to send. A frame that cannot be drawn is skipped (logged):
         an exception escaping here would stop aiortc's sender for good, silently."""
         if self.readyState != "live":
@@ -186,12 +197,16 @@ class OutgoingTrack(MediaStreamTrack):
             except Closed:
                 self.stop()
                 raise MediaStreamError from None
+            encoder = self._encoder
+            keyframe = encoder.keyframe_due() if encoder is not None else False
             try:
                 out = await loop.run_in_executor(
-                    self._executor, _annotate, camera, self._detections.value
+                    self._executor, _render, camera, self._detections.value, encoder, keyframe
                 )
             except Exception:
-                log.exception("outgoing frame dropped: drawing failed")
+                log.exception("outgoing frame dropped: drawing or encoding failed")
+                if keyframe and encoder is not None:
+                    encoder.keyframe_again()
                 continue
             self._on_frame()
             return out

@@ -13,7 +13,7 @@ import pytest
 from component import Detection, Detections, VideoEncoding
 from component.client import StreamClient
 from component.encoding import SENDER_ENCODER_ATTR, TunedH264Encoder, TunedVp8Encoder, make_encoder
-from tests.helpers import green_mask, photo
+from tests.helpers import green_mask, photo, wait_for
 from tests.test_stream_local import serve_stream  # noqa: F401  (fixture)
 
 
@@ -42,6 +42,14 @@ def test_fast_options_reach_the_codec_over_aiortcs_own(mime, expected):
     assert encoder.codec.thread_count == 1
 
 
+def test_odd_sized_frames_still_encode_as_h264():
+    encoder = make_encoder("video/H264", VideoEncoding())
+    frame = av.VideoFrame(451, 301, "yuv420p")
+    frame.pts, frame.time_base = 0, Fraction(1, 90000)
+    payloads, _ = encoder.encode(frame, force_keyframe=True)
+    assert payloads and (encoder.codec.width, encoder.codec.height) == (450, 300)
+
+
 def test_aiortc_options_kept_when_not_fast():
     encoder = make_encoder("video/VP8", VideoEncoding(codec="vp8", fast=False))
     encoder.encode(_frame())
@@ -66,5 +74,13 @@ async def test_preferred_codec_is_negotiated_and_streams(serve_stream, codec):  
         encoder = getattr(transceiver.sender, SENDER_ENCODER_ATTR)
         assert isinstance(encoder, TunedH264Encoder if codec == "h264" else TunedVp8Encoder)
         assert green_mask(client.latest_image()).sum() > 200
+        # The track encodes in its drawing hop and honours the browser's PLI.
+        driven = session.outgoing._encoder
+        assert driven is not None and driven.encoder is encoder
+        forced = driven.keyframes_forced
+        transceiver.sender._send_keyframe()  # what aiortc does on a PLI or FIR
+        await wait_for(lambda: driven.keyframes_forced > forced, 5, what="a keyframe after the PLI")
+        count = client.received.count
+        await client.wait_frames(count + 10, timeout=10)
     finally:
         await client.close()
