@@ -1,9 +1,10 @@
 """Media in and out of one session, at the camera's pace.
 
-`LatestFrame` keeps only the newest decoded camera frame: a slow consumer skips
-frames instead of queueing them, so lag can never build up. `OutgoingTrack` sends
-one frame per new camera frame: the camera frame with the latest detections drawn on
-it, or, when the stream fn returns images, the newest image it returned.
+`Latest` keeps only the newest decoded camera frame: a slow consumer skips frames
+instead of queueing them, so lag can never build up. `OutgoingTrack` sends one frame
+per new camera frame: the camera frame with the latest detections drawn into its
+yuv420p planes (and encoded in the same worker-thread hop), or, when the stream fn
+returns images, the newest image it returned.
 """
 
 from __future__ import annotations
