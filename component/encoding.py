@@ -9,9 +9,14 @@ Mbps (`python -m bench.encoders`), per frame on one thread:
 - H.264 libx264 `ultrafast` + `zerolatency`: 1.4-2.1 ms encode, 0.3-0.6 ms decode
   (VP8: 0.7-1.5 ms), PSNR equal or better than VP8's. Chromium decodes it.
 
-So the default prefers H.264 with `ultrafast` and falls back to VP8 with the fast
-options when the browser offers no H.264. The codec is a preference: negotiation
-still picks only what both ends support.
+So both are tuned. The default prefers VP8 (fast options) and `codec="h264"` prefers
+H.264 `ultrafast`, the cheapest measured; the other codec stays the fallback, since
+negotiation only picks what both ends support. Why VP8 by default: the preference
+holds for both directions of the browser's one video transceiver, so with H.264 the
+sender encodes H.264 too, which is fine for a browser but makes an aiortc client (the
+load generator, Python peers) pay libx264's default `medium` preset and fail on odd
+frame sizes; and per-session libx264 contexts left the ingress ~150 MiB bigger after
+200 sessions in the soak test (not yet understood).
 
 The outgoing track encodes in the same worker-thread hop that draws the frame
 (`OutgoingEncoder`), and hands the sender finished RTP payloads (`Encoded`), which the
@@ -61,7 +66,7 @@ class VideoEncoding:
     choice, one at 640x480); more threads cost more CPU per frame at this size.
     """
 
-    codec: Codec = "h264"
+    codec: Codec = "vp8"
     fast: bool = True
     threads: Optional[int] = None
 

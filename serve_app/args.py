@@ -59,9 +59,10 @@ class AppArgs(BaseModel):
     )
 
     # --- outgoing video ----------------------------------------------------------------
-    video_codec: Literal["h264", "vp8"] = Field(
-        "h264",
-        description="codec preferred for the video sent back (the other is the fallback when the browser lacks it)",
+    video_codec: Literal["vp8", "h264"] = Field(
+        "vp8",
+        description="codec preferred for the video both ways (the other is the fallback when the browser lacks it); "
+        "h264 encodes cheaper but makes aiortc-based clients encode H.264 too (see component/encoding.py)",
     )
     video_encoder_fast: bool = Field(
         True,
