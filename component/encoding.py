@@ -15,8 +15,8 @@ negotiation only picks what both ends support. Why VP8 by default: the preferenc
 holds for both directions of the browser's one video transceiver, so with H.264 the
 sender encodes H.264 too, which is fine for a browser but makes an aiortc client (the
 load generator, Python peers) pay libx264's default `medium` preset and fail on odd
-frame sizes; and per-session libx264 contexts left the ingress ~150 MiB bigger after
-200 sessions in the soak test (not yet understood).
+frame sizes (a 451 px wide test photo sent nothing); and with H.264 as the default the
+soak test (200 sessions) left the ingress 150 MiB bigger (not investigated yet).
 
 The outgoing track encodes in the same worker-thread hop that draws the frame
 (`OutgoingEncoder`), and hands the sender finished RTP payloads (`Encoded`), which the
