@@ -34,6 +34,7 @@ What it relies on in aiortc (tests/test_encoding.py fails if an upgrade changes 
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
@@ -179,21 +180,26 @@ class OutgoingEncoder:
     bitrate feedback (REMB) still reaches the same encoder object."""
 
     def __init__(self, sender: RTCRtpSender, encoder: Any, mime_type: str) -> None:
-        self._sender = sender
+        # Weak: the sender holds the track that holds us; a cycle would keep the codec
+        # context (megabytes the garbage collector does not see) alive after close.
+        self._sender = weakref.ref(sender)
         self.encoder = encoder
         self.mime_type = mime_type
         self.keyframes_forced = 0
 
     def keyframe_due(self) -> bool:
-        due = bool(getattr(self._sender, SENDER_KEYFRAME_ATTR))
+        sender = self._sender()
+        due = sender is not None and bool(getattr(sender, SENDER_KEYFRAME_ATTR))
         if due:
-            setattr(self._sender, SENDER_KEYFRAME_ATTR, False)
+            setattr(sender, SENDER_KEYFRAME_ATTR, False)
             self.keyframes_forced += 1
         return due
 
     def keyframe_again(self) -> None:
         """A frame that was to be a keyframe failed: the next one is."""
-        setattr(self._sender, SENDER_KEYFRAME_ATTR, True)
+        sender = self._sender()
+        if sender is not None:
+            setattr(sender, SENDER_KEYFRAME_ATTR, True)
 
     def encode(self, frame: Any, keyframe: bool) -> Encoded:
         payloads, timestamp = self.encoder.encode(frame, keyframe)

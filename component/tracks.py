@@ -181,6 +181,11 @@ class OutgoingTrack(MediaStreamTrack):
         (see `component.encoding`); None: hand frames to the sender to encode."""
         self._encoder = encoder
 
+    def stop(self) -> None:
+        # Drop the encoder (and its codec context) with the track, not at the next GC.
+        self._encoder = None
+        super().stop()
+
     async def recv(self) -> Union[VideoFrame, Encoded]:
         """The next frame to send. A frame that cannot be drawn is skipped (logged):
         an exception escaping here would stop aiortc's sender for good, silently."""
