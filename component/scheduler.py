@@ -14,7 +14,7 @@ import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Optional, Sequence, Union
+from typing import Any, Awaitable, Callable, Optional, Protocol, Sequence, Union
 
 import numpy as np
 from av import VideoFrame
@@ -47,9 +47,39 @@ class StreamStats:
     _last_error_logged: float = field(default=-1e9, repr=False)
 
 
-def _own_copy(camera: CameraFrame) -> np.ndarray:
-    # The fn may draw on its frame (the reference demo does): give it its own pixels.
-    return camera.bgr().copy()
+class FrameInput(Protocol):
+    """What a fn takes instead of the full BGR frame (e.g. a model's preprocessor):
+    the size and pixel format it wants, made by one scaled conversion straight from
+    the decoded frame, then finished by `from_scaled` on the same worker thread."""
+
+    def input_request(self, width: int, height: int) -> tuple[int, int, str]:
+        """(width, height, PyAV pixel format, e.g. "gray" or "bgr24") for a frame of this size."""
+        ...
+
+    def from_scaled(self, image: np.ndarray, frame_size: tuple[int, int]) -> Any:
+        """The fn's frame argument, from the scaled image and the original (width, height)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ScaledInputFn:
+    """A stream fn that receives `frame_input.from_scaled(...)` where others get the
+    full BGR frame: `webrtc_stream(ScaledInputFn(detect, preprocessor), ...)`."""
+
+    fn: StreamFn
+    frame_input: FrameInput
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
+def _frame_arg(camera: CameraFrame, frame_input: Optional[FrameInput]) -> Any:
+    """The fn's frame argument. A full-frame fn gets its own BGR pixels (it may draw
+    on them, as the reference demo does), converted once per processed frame."""
+    if frame_input is None:
+        return camera.bgr()
+    w, h = camera.size
+    return frame_input.from_scaled(camera.scaled(*frame_input.input_request(w, h)), (w, h))
 
 
 class FrameScheduler:
@@ -73,6 +103,9 @@ class FrameScheduler:
         images slots (`render="browser"`: nothing is drawn here), with the monotonic
         time its camera frame arrived."""
         self.session_id = session_id
+        self._frame_input: Optional[FrameInput] = None
+        if isinstance(fn, ScaledInputFn):
+            fn, self._frame_input = fn.fn, fn.frame_input
         self._fn = fn
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)
@@ -115,20 +148,24 @@ class FrameScheduler:
         started = time.perf_counter()
         ok = False
         try:
-            image = await loop.run_in_executor(self._executor, _own_copy, camera)
             extras = tuple(self._inputs())
-            i = self._frame_index
-            args = (*extras[:i], image, *extras[i:])
             if self._is_async:
-                result = await self._fn(*args)
+                # One hop for the pixels; the fn itself runs on the loop.
+                frame_arg = await loop.run_in_executor(
+                    self._executor, _frame_arg, camera, self._frame_input
+                )
+                result = await self._fn(*self._args(extras, frame_arg))
+                if isinstance(result, np.ndarray) and self._on_result is None:
+                    result = await loop.run_in_executor(self._executor, image_frame, result, camera)
             else:
-                # A sync fn (e.g. a local model in a plain Gradio app) must not stall
-                # the loop that carries every session's media.
-                result = await loop.run_in_executor(None, lambda: self._fn(*args))
+                # A sync fn (e.g. a local model in a plain Gradio app) must not stall the
+                # loop that carries every session's media: conversion, fn and the
+                # returned image's frame all happen in one hop.
+                result = await loop.run_in_executor(None, self._call_sync, camera, extras)
             if self._on_result is not None:
                 self._on_result(result, arrived_at)
             else:
-                await self._publish(result, camera.frame)
+                self._publish(result)
             ok = True
         except asyncio.CancelledError:
             raise
@@ -139,7 +176,19 @@ class FrameScheduler:
             self.stats.last_latency_s = time.perf_counter() - started
             self._metrics.fn_call(self.stats.last_latency_s, ok)
 
-    async def _publish(self, result: Any, frame: VideoFrame) -> None:
+    def _args(self, extras: tuple[Any, ...], frame_arg: Any) -> tuple[Any, ...]:
+        i = self._frame_index
+        return (*extras[:i], frame_arg, *extras[i:])
+
+    def _call_sync(self, camera: CameraFrame, extras: tuple[Any, ...]) -> Any:
+        result = self._fn(*self._args(extras, _frame_arg(camera, self._frame_input)))
+        # An image becomes the outgoing frame here, in the same hop; in browser render
+        # it goes to `on_result` as is (which refuses it).
+        if isinstance(result, np.ndarray) and self._on_result is None:
+            return image_frame(result, camera)
+        return result
+
+    def _publish(self, result: Any) -> None:
         if result is None:
             return
         if isinstance(result, Detections):
@@ -149,9 +198,8 @@ class FrameScheduler:
             elif self._detections.value and now - self._boxes_at < DETECTIONS_HOLD_S:
                 return  # held: see DETECTIONS_HOLD_S
             self._detections.put(result)
-        elif isinstance(result, np.ndarray):
-            loop = asyncio.get_running_loop()
-            self._images.put(await loop.run_in_executor(self._executor, image_frame, result, frame))
+        elif isinstance(result, VideoFrame):
+            self._images.put(result)
         else:
             raise TypeError(
                 f"stream fn returned {type(result).__name__}; expected Detections, "

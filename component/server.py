@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 from aiortc import RTCPeerConnection
 
 from component.client_address import ClientAddress
+from component.encoding import VideoEncoding
 from component.ice import IceConfig, apply_process_settings, strip_mdns_candidates
 from component.memory import release_free_memory
 from component.metrics import StreamMetrics
@@ -53,6 +54,8 @@ class StreamConfig:
     # Proxies (addresses/networks) whose X-Forwarded-For / Forwarded header names the
     # client for the rate limit; empty: the socket peer is the client.
     trusted_proxies: tuple[str, ...] = ()
+    # The outgoing video's codec preference and encoder options (see `component.encoding`).
+    encoding: VideoEncoding = VideoEncoding()
 
 
 def _first_media_section(lines: list[str]) -> list[str]:
@@ -197,6 +200,7 @@ class StreamServer:
             on_closed=self._forget,
             metrics=self.metrics,
             render=self.config.render,
+            encoding=self.config.encoding,
         )
         # Registered before the first await so a concurrent duplicate id gets 409.
         self._sessions[req.webrtc_id] = session

@@ -20,8 +20,10 @@ from aiortc.sdp import SessionDescription
 from av import VideoFrame
 
 from component.detections import Detections
+from component.encoding import VideoEncoding, install_encoder, prefer_codec
 from component.metrics import StreamMetrics
 from component.overlay_channel import IMAGES_IN_BROWSER_RENDER, ImagesNotDrawable, OverlayChannel
+from component.receive import ReceiveStats, bound_track
 from component.scheduler import FrameScheduler, StreamFn
 from component.source import Exhausted, FrameSource, SourceTrack
 from component.tracks import CameraFrame, Latest, OutgoingTrack, pump_latest
@@ -81,9 +83,11 @@ class Session:
         on_closed: Callable[["Session"], None],
         metrics: Optional[StreamMetrics] = None,
         render: Render = "server",
+        encoding: Optional[VideoEncoding] = None,
     ) -> None:
         self.webrtc_id = webrtc_id
         self.render = render
+        self.encoding = encoding or VideoEncoding()
         self.pc = pc
         self.limits = limits
         self.created_at = time.monotonic()
@@ -101,6 +105,7 @@ class Session:
         self._executor = executor
         # mode="receive" only: the fn as a picture source (see `component.source`).
         self.source: Optional[FrameSource] = None
+        self.receive_stats: Optional[ReceiveStats] = None
 
         self.camera: Latest[CameraFrame] = Latest()
         self.detections: Latest[Detections] = Latest()
@@ -134,6 +139,7 @@ class Session:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         if not any(t.kind == "video" for t in self.pc.getTransceivers()):
             raise ValueError("offer has no video transceiver")
+        prefer_codec(self.pc, self.encoding)
         if self.overlay is not None:
             # The page draws on its own camera picture: we only receive (no track added,
             # so the answer is recvonly and nothing is ever encoded).
@@ -151,6 +157,7 @@ class Session:
             )
             self.pc.addTrack(SourceTrack(self.images, self._metrics.frames_out))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self.outgoing.use_encoder(install_encoder(self.pc, self.outgoing, self.encoding))
         self._call_later(self.limits.connect_timeout, self._connect_timeout)
         return self.pc.localDescription.sdp
 
@@ -187,6 +194,8 @@ class Session:
     def _on_track(self, track) -> None:
         if track.kind != "video":
             return
+        # At most a couple of frames between the network and `self.camera`.
+        self.receive_stats = bound_track(self.pc, track)
         self._spawn(pump_latest(track, self.camera, self._frame_arrived), "pump")
         self._spawn(self.scheduler.run(), "scheduler")
 

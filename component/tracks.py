@@ -1,9 +1,10 @@
 """Media in and out of one session, at the camera's pace.
 
-`LatestFrame` keeps only the newest decoded camera frame: a slow consumer skips
-frames instead of queueing them, so lag can never build up. `OutgoingTrack` sends
-one frame per new camera frame: the camera frame with the latest detections drawn on
-it, or, when the stream fn returns images, the newest image it returned.
+`Latest` keeps only the newest decoded camera frame: a slow consumer skips frames
+instead of queueing them, so lag can never build up. `OutgoingTrack` sends one frame
+per new camera frame: the camera frame with the latest detections drawn into its
+yuv420p planes (and encoded in the same worker-thread hop), or, when the stream fn
+returns images, the newest image it returned.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import logging
 import threading
 import time
 from concurrent.futures import Executor
-from typing import Callable, Generic, Optional, TypeVar
+from typing import Callable, Generic, Optional, TypeVar, Union
 
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
-from component.annotate import draw_detections
+from component.annotate import draw_detections_yuv
 from component.detections import Detections
+from component.encoding import Encoded, OutgoingEncoder
+from component.yuv import copy_yuv420p, planes
 
 log = logging.getLogger("rayrtc.tracks")
 
@@ -29,43 +32,43 @@ T = TypeVar("T")
 
 
 class CameraFrame:
-    """A decoded camera frame whose BGR pixels are computed once, on first use.
+    """A decoded camera frame, and every view of it the session needs.
 
-    The scheduler (to feed the fn) and the outgoing track (to draw on it) both need
-    the pixels of the same frame, from worker threads. PyAV deadlocks when one frame
-    is converted from two threads at once, and converting twice is waste: so one
-    lock per frame, one conversion, and consumers that need to write take a copy.
+    The scheduler (to feed the fn) and the outgoing track (to draw on it) both read
+    the same frame from worker threads. PyAV deadlocks when one frame is converted
+    from two threads at once: so one lock per frame guards every access to it, and
+    each view is a new array or frame that its consumer owns.
     """
 
-    __slots__ = ("frame", "_bgr", "_lock")
+    __slots__ = ("frame", "size", "pts", "time_base", "_lock")
 
     def __init__(self, frame: VideoFrame) -> None:
         self.frame = frame
-        self._bgr: Optional[np.ndarray] = None
+        # Read here, on the loop, once: worker threads never touch the frame unlocked.
+        self.size = (frame.width, frame.height)
+        self.pts, self.time_base = frame.pts, frame.time_base
         self._lock = threading.Lock()
 
     def bgr(self) -> np.ndarray:
-        """The frame as HxWx3 uint8 BGR; read-only, shared: copy before writing."""
+        """The whole frame as a new HxWx3 uint8 BGR array (only for a fn that asks for
+        an image; the caller owns it and may draw on it)."""
         with self._lock:
-            return self._bgr_locked()
+            return self.frame.to_ndarray(format="bgr24")
 
-    def _bgr_locked(self) -> np.ndarray:
-        if self._bgr is None:
-            self._bgr = self.frame.to_ndarray(format="bgr24")
-            self._bgr.flags.writeable = False
-        return self._bgr
-
-    def passthrough(self) -> VideoFrame:
-        """A new frame with the same pixels, for the encoder: the decoded frame itself
-        is never handed to another thread while ours may still convert it."""
-        frame = self.frame
+    def scaled(self, width: int, height: int, pix_fmt: str) -> np.ndarray:
+        """One scaled conversion straight from the decoded frame (e.g. 320x240 "gray"
+        for Haar): no full-size intermediate image."""
         with self._lock:
-            if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
-                # A plane copy: no colour conversion.
-                out = VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
-            else:  # odd sizes (PyAV refuses yuv420p arrays for them) and other formats
-                out = VideoFrame.from_ndarray(self._bgr_locked(), format="bgr24")
-        out.pts, out.time_base = self.frame.pts, self.frame.time_base
+            small = self.frame.reformat(width=width, height=height, format=pix_fmt, interpolation="AREA")
+        return small.to_ndarray()
+
+    def outgoing(self, detections: Optional[Detections]) -> VideoFrame:
+        """The frame to send: a plane copy (the encoder's own frame) with `detections`
+        drawn into its Y, U and V planes; no colour conversion for yuv420p input."""
+        with self._lock:
+            out = copy_yuv420p(self.frame)
+        if detections:
+            draw_detections_yuv(planes(out), out.width, out.height, detections)
         return out
 
 
@@ -133,17 +136,15 @@ async def pump_latest(
         slot.close()
 
 
-def _annotate(camera: CameraFrame, detections: Optional[Detections]) -> VideoFrame:
-    if not detections:
-        return camera.passthrough()
-    image = camera.bgr().copy()
-    draw_detections(image, detections)
-    out = VideoFrame.from_ndarray(image, format="bgr24")
-    out.pts, out.time_base = camera.frame.pts, camera.frame.time_base
-    return out
+def _render(
+    camera: CameraFrame, detections: Optional[Detections], encoder: Optional[OutgoingEncoder], keyframe: bool
+) -> Union[VideoFrame, Encoded]:
+    """Draw, and encode when the track drives the sender's encoder: one hop."""
+    frame = camera.outgoing(detections)
+    return encoder.encode(frame, keyframe) if encoder is not None else frame
 
 
-def image_frame(image: np.ndarray, like: VideoFrame) -> VideoFrame:
+def image_frame(image: np.ndarray, like: CameraFrame) -> VideoFrame:
     """Wrap a fn's BGR image as a frame timed like the camera frame it came from."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise TypeError(f"stream fn must return a HxWx3 uint8 BGR image, got {image.dtype} {image.shape}")
@@ -177,8 +178,19 @@ class OutgoingTrack(MediaStreamTrack):
         self._executor = executor
         self._sent_camera = 0
         self._sent_image = 0
+        self._encoder: Optional[OutgoingEncoder] = None
 
-    async def recv(self) -> VideoFrame:
+    def use_encoder(self, encoder: Optional[OutgoingEncoder]) -> None:
+        """Encode camera frames here, in the drawing hop, with the sender's encoder
+        (see `component.encoding`); None: hand frames to the sender to encode."""
+        self._encoder = encoder
+
+    def stop(self) -> None:
+        # Drop the encoder (and its codec context) with the track, not at the next GC.
+        self._encoder = None
+        super().stop()
+
+    async def recv(self) -> Union[VideoFrame, Encoded]:
         """The next frame to send. A frame that cannot be drawn is skipped (logged):
         an exception escaping here would stop aiortc's sender for good, silently."""
         if self.readyState != "live":
@@ -195,12 +207,16 @@ class OutgoingTrack(MediaStreamTrack):
             except Closed:
                 self.stop()
                 raise MediaStreamError from None
+            encoder = self._encoder
+            keyframe = encoder.keyframe_due() if encoder is not None else False
             try:
                 out = await loop.run_in_executor(
-                    self._executor, _annotate, camera, self._detections.value
+                    self._executor, _render, camera, self._detections.value, encoder, keyframe
                 )
             except Exception:
-                log.exception("outgoing frame dropped: drawing failed")
+                log.exception("outgoing frame dropped: drawing or encoding failed")
+                if keyframe and encoder is not None:
+                    encoder.keyframe_again()
                 continue
             self._on_frame()
             return out

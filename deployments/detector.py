@@ -13,13 +13,18 @@ from ray import serve
 
 from deployments.metrics import DetectorMetrics
 from deployments.models import Detections, FrameFailure, ModelInput, ModelSpec, load_backend
+from deployments.priority import Priority, current_priority, lower_priority
 
 log = logging.getLogger("ray.serve")
 
 
 @serve.deployment(name="Detector")
 class Detector:
-    def __init__(self, spec: ModelSpec, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+    def __init__(
+        self, spec: ModelSpec, max_batch_size: int, batch_wait_timeout_s: float, priority: Priority = "normal"
+    ) -> None:
+        # Video first on shared cores: see `deployments.priority`.
+        lower_priority(priority)
         # Loading fails here, at replica start, with the backend's own message.
         self.backend = load_backend(spec)
         self.detect.set_max_batch_size(max_batch_size)
@@ -81,4 +86,5 @@ class Detector:
             "frames": self._frames,
             "busy_s": round(self._busy_s, 4),
             "batch_sizes": dict(self._batch_sizes),
+            **current_priority(),
         }

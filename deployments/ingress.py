@@ -12,15 +12,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-import numpy as np
 from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from component import Detections, WebRTC, mount_offer_routes
+from component import Detections, ScaledInputFn, WebRTC, mount_offer_routes
 from component.ice import apply_process_settings
 from deployments.metrics import ServeStreamMetrics
-from deployments.models import FrameFailure, build_preprocessor
+from deployments.models import FrameFailure, ModelInput, build_preprocessor
 if TYPE_CHECKING:  # serve_app imports this module to build the app
     from serve_app.args import AppArgs
 
@@ -78,11 +77,11 @@ class Ingress:
         self.webrtc: WebRTC | None = None
         _log_through_serve()
 
-    async def detect(self, frame: np.ndarray, threshold: float) -> Detections:
-        """The stream fn: preprocess here, infer in a batched detector replica. The
-        session's threshold travels with the frame, so the model filters at it."""
+    async def detect(self, model_input: ModelInput, threshold: float) -> Detections:
+        """The stream fn: infer in a batched detector replica. `model_input` was made on
+        a media thread by one scaled conversion of the decoded frame (`ScaledInputFn`);
+        the session's threshold travels with it, so the model filters at it."""
         threshold = float(threshold)
-        model_input = await asyncio.to_thread(self.preprocess, frame)
         model_input = dataclasses.replace(model_input, min_score=threshold)
         response = self.detector.detect.remote(model_input)
         try:
@@ -103,7 +102,7 @@ class Ingress:
 
         args = self.args
         demo, self.webrtc = build_ui(
-            self.detect,
+            ScaledInputFn(self.detect, self.preprocess),
             title=args.title,
             ice=args.ice(),
             time_limit=args.time_limit,
@@ -121,6 +120,7 @@ class Ingress:
             offer_rate=args.offer_rate_per_s,
             offer_burst=args.offer_burst,
             trusted_proxies=tuple(args.trusted_proxies),
+            encoding=args.video_encoding(),
         )
         token = args.auth_token.get_secret_value() if args.auth_token else None
         admin_token = args.admin_token.get_secret_value() if args.admin_token else None

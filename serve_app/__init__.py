@@ -38,7 +38,7 @@ def app(args: AppArgs) -> Application:
             "num_gpus": args.detector_num_gpus,
             "resources": dict(args.detector_resources),
         },
-    ).bind(args.model_spec(), args.max_batch_size, args.batch_wait_timeout_s)
+    ).bind(args.model_spec(), args.max_batch_size, args.batch_wait_timeout_s, args.detector_priority)
     routing = {}
     router = ingress_router_config(args)
     if router is not None:

@@ -14,9 +14,11 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from component.client_address import parse_networks
+from component.encoding import VideoEncoding
 from component.ice import IceConfig, IceServer
 from component.turn import TurnRest
 from deployments.models.spec import ModelSpec
+from deployments.priority import inference_threads
 
 
 def _split_csv(value: Any) -> Any:
@@ -70,6 +72,17 @@ class AppArgs(BaseModel):
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="proxy addresses/networks (comma-separated) whose X-Forwarded-For / Forwarded names the client",
+    )
+
+    # --- outgoing video ----------------------------------------------------------------
+    video_codec: Literal["vp8", "h264"] = Field(
+        "vp8",
+        description="codec preferred for the video both ways (the other is the fallback when the browser lacks it); "
+        "h264 encodes cheaper but makes aiortc-based clients encode H.264 too (see component/encoding.py)",
+    )
+    video_encoder_fast: bool = Field(
+        True,
+        description="measured fast encoder options (H.264 ultrafast; VP8 cpu-used -10, no denoiser); false: aiortc's own",
     )
 
     # --- ICE ------------------------------------------------------------------------
@@ -128,6 +141,11 @@ class AppArgs(BaseModel):
     )
     detector_num_cpus: float = Field(1.0, ge=0)
     detector_num_gpus: float = Field(0.0, ge=0)
+    detector_priority: Literal["normal", "low", "idle"] = Field(
+        "low",
+        description="CPU priority of detector replicas: low (nice 10) / idle (SCHED_IDLE) let video "
+        "on shared cores go first; normal: none (see deployments/priority.py)",
+    )
     detector_resources: dict[str, float] = Field(
         default_factory=dict, description="custom Ray resources each detector replica needs"
     )
@@ -254,6 +272,9 @@ class AppArgs(BaseModel):
             turn_rest=self.turn_rest(),
         )
 
+    def video_encoding(self) -> VideoEncoding:
+        return VideoEncoding(codec=self.video_codec, fast=self.video_encoder_fast)
+
     def model_spec(self) -> ModelSpec:
         return ModelSpec(
             kind=self.model,
@@ -267,6 +288,8 @@ class AppArgs(BaseModel):
             callable=self.model_callable,
             batched=self.model_batched,
             num_gpus=self.detector_num_gpus,
+            # Ray's num_cpus is bookkeeping: bound the libraries' thread pools to it.
+            num_threads=inference_threads(self.detector_num_cpus),
         )
 
     def detector_autoscaling(self) -> dict[str, Any]:

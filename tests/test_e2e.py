@@ -87,6 +87,17 @@ async def test_annotated_frames_come_back_at_the_sent_rate(main_app, astronaut, 
         await client.close()
 
 
+async def test_detector_runs_below_the_video_on_its_own_cpus(main_app):
+    """Default app args: the detector replica runs at nice 10 with one OpenCV thread
+    (detector_num_cpus=0.5), so a saturated detector cannot take the video's cores."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Detector", app_name=main_app.name)
+    got = await handle.stats.remote()
+    assert main_app.args.detector_priority == "low"
+    assert got["nice"] >= 10 and got["cv2_threads"] == 1, got
+
+
 async def test_slider_value_reaches_the_fn_mid_stream(main_app, astronaut, expected_face):
     client = StreamClient(main_app.url, astronaut, fps=SEND_FPS)
     try:

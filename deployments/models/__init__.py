@@ -53,7 +53,14 @@ def build_preprocessor(spec: ModelSpec) -> Preprocessor:
 
 
 def load_backend(spec: ModelSpec) -> Backend:
-    """The replica-side half: loads weights once per detector replica."""
+    """The replica-side half: loads weights once per detector replica.
+
+    `spec.num_threads` bounds OpenCV's threads for the whole process (a replica runs
+    one backend) and onnxruntime's intra-op pool."""
+    if spec.num_threads is not None:
+        import cv2
+
+        cv2.setNumThreads(spec.num_threads)
     if spec.kind == "haar":
         from deployments.models.haar import HaarBackend
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Protocol, Sequence, runtime_checkable
 
+import cv2
 import numpy as np
 
 from component.detections import Detection, Detections
 
 __all__ = [
     "Backend", "Detection", "Detections", "FrameFailure", "ModelInput", "ModelLoadError", "Preprocessor",
-    "score_floor",
+    "ScaledPreprocessor", "scale_bgr", "score_floor",
 ]
 
 # Backends keep detections scoring at least this when the caller sets no `min_score`.
@@ -80,9 +81,58 @@ class FrameFailure:
 
 @runtime_checkable
 class Preprocessor(Protocol):
-    """Cheap and pure: runs in the ingress for every frame sent to the detector."""
+    """Cheap and pure: runs in the ingress for every frame sent to the detector.
+
+    The live path never makes a full-size BGR image for it: the ingress asks
+    `input_request` for the size and pixel format the model wants, scales the decoded
+    frame straight to it (one conversion; that is the ingress's job, so this package
+    needs no video library) and hands the array to `from_scaled`. `__call__` does the
+    same from a BGR image, for tests, benchmarks and plain Python callers.
+    """
+
+    def input_request(self, width: int, height: int) -> tuple[int, int, str]:
+        """(width, height, pixel format) to scale a `width` x `height` frame to; formats
+        are FFmpeg's names: "gray", "bgr24"."""
+        ...
+
+    def from_scaled(self, image: np.ndarray, frame_size: tuple[int, int]) -> ModelInput:
+        """The model input from an image made per `input_request` for a frame of
+        `frame_size` (width, height)."""
+        ...
 
     def __call__(self, frame_bgr: np.ndarray) -> ModelInput: ...
+
+
+def scale_bgr(frame_bgr: np.ndarray, request: tuple[int, int, str]) -> np.ndarray:
+    """What the ingress's scaled conversion makes, from a BGR image (OpenCV)."""
+    width, height, pix_fmt = request
+    h, w = frame_bgr.shape[:2]
+    img = frame_bgr
+    if (w, h) != (width, height):
+        shrink = width <= w and height <= h
+        img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if pix_fmt == "gray":
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    if pix_fmt == "bgr24":
+        return img
+    if pix_fmt == "rgb24":
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    raise ValueError(f"unsupported pixel format {pix_fmt!r}")
+
+
+class ScaledPreprocessor:
+    """Base for preprocessors: `__call__` is `from_scaled` of `scale_bgr`, so the BGR path
+    and the live path share one definition of the model's input."""
+
+    def input_request(self, width: int, height: int) -> tuple[int, int, str]:
+        raise NotImplementedError
+
+    def from_scaled(self, image: np.ndarray, frame_size: tuple[int, int]) -> ModelInput:
+        raise NotImplementedError
+
+    def __call__(self, frame_bgr: np.ndarray) -> ModelInput:
+        h, w = frame_bgr.shape[:2]
+        return self.from_scaled(scale_bgr(frame_bgr, self.input_request(w, h)), (w, h))
 
 
 @runtime_checkable

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from deployments.models.base import (
-    DEFAULT_MIN_SCORE, Detection, Detections, ModelInput, ModelLoadError, score_floor,
+    DEFAULT_MIN_SCORE, Detection, Detections, ModelInput, ModelLoadError, ScaledPreprocessor, score_floor,
 )
 from deployments.models.spec import ModelSpec
 from deployments.models.weights import resolve_weights
@@ -36,16 +36,18 @@ VOC21: tuple[str, ...] = (
 CONF_THRESHOLD = DEFAULT_MIN_SCORE
 
 
-class SsdPreprocessor:
+class SsdPreprocessor(ScaledPreprocessor):
     """Frame -> uint8 300x300 BGR (the float blob is made in the replica: 4x fewer bytes)."""
 
     def __init__(self, size: int = SSD_SIZE) -> None:
         self.size = size
 
-    def __call__(self, frame_bgr: np.ndarray) -> ModelInput:
-        h, w = frame_bgr.shape[:2]
-        img = cv2.resize(frame_bgr, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        return ModelInput(tensor=img, frame_size=(w, h), scale=(self.size / w, self.size / h))
+    def input_request(self, width: int, height: int) -> tuple[int, int, str]:
+        return self.size, self.size, "bgr24"
+
+    def from_scaled(self, image: np.ndarray, frame_size: tuple[int, int]) -> ModelInput:
+        w, h = frame_size
+        return ModelInput(tensor=image, frame_size=(w, h), scale=(self.size / w, self.size / h))
 
 
 class CaffeSsdBackend:

@@ -13,26 +13,29 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from deployments.models.base import Detection, Detections, ModelInput, ModelLoadError, score_floor
+from deployments.models.base import (
+    Detection, Detections, ModelInput, ModelLoadError, ScaledPreprocessor, score_floor,
+)
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 # Haar on a 2-core CPU costs ~45 ms at 320 px wide; faces stay findable down to here.
 HAAR_INPUT_WIDTH = 320
 
 
-class HaarPreprocessor:
-    """Grey, downscaled to a fixed width: a quarter of the bytes of a 640x480 BGR frame."""
+class HaarPreprocessor(ScaledPreprocessor):
+    """Grey, downscaled to a fixed width: a quarter of the bytes of a 640x480 BGR frame
+    (from a yuv420p frame: its luma plane, scaled)."""
 
     def __init__(self, width: int = HAAR_INPUT_WIDTH) -> None:
         self.width = width
 
-    def __call__(self, frame_bgr: np.ndarray) -> ModelInput:
-        h, w = frame_bgr.shape[:2]
-        scale = self.width / w
-        out_h = max(1, round(h * scale))
-        small = cv2.resize(frame_bgr, (self.width, out_h), interpolation=cv2.INTER_AREA)
-        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-        return ModelInput(tensor=grey, frame_size=(w, h), scale=(scale, out_h / h))
+    def input_request(self, width: int, height: int) -> tuple[int, int, str]:
+        return self.width, max(1, round(height * self.width / width)), "gray"
+
+    def from_scaled(self, image: np.ndarray, frame_size: tuple[int, int]) -> ModelInput:
+        w, h = frame_size
+        out_h, out_w = image.shape[:2]
+        return ModelInput(tensor=image, frame_size=(w, h), scale=(out_w / w, out_h / h))
 
 
 def haar_score(weight: float) -> float:

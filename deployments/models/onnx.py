@@ -24,7 +24,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from deployments.models.base import (
-    DEFAULT_MIN_SCORE, Detection, Detections, ModelInput, ModelLoadError, score_floor,
+    DEFAULT_MIN_SCORE, Detection, Detections, ModelInput, ModelLoadError, ScaledPreprocessor, score_floor,
 )
 from deployments.models.coco import COCO80
 from deployments.models.spec import ModelSpec
@@ -44,7 +44,7 @@ MAX_DETECTIONS = 100
 # ----------------------------------------------------------------------------- ingress
 
 
-class OnnxPreprocessor:
+class OnnxPreprocessor(ScaledPreprocessor):
     """Frame -> uint8 CHW model input. YOLOX: aspect-preserving letterbox padded with 114
     at the bottom/right (YOLOX's own convention); FastestDet: plain resize."""
 
@@ -52,20 +52,23 @@ class OnnxPreprocessor:
         self.decoder = decoder
         self.size = size
 
-    def __call__(self, frame_bgr: np.ndarray) -> ModelInput:
-        h, w = frame_bgr.shape[:2]
+    def input_request(self, width: int, height: int) -> tuple[int, int, str]:
         s = self.size
         if self.decoder == "fastestdet":
-            img = cv2.resize(frame_bgr, (s, s), interpolation=cv2.INTER_AREA)
-            scale = (s / w, s / h)
-        else:
-            r = min(s / w, s / h)
-            nw, nh = max(1, round(w * r)), max(1, round(h * r))
-            img = np.full((s, s, 3), LETTERBOX_PAD, dtype=np.uint8)
-            img[:nh, :nw] = cv2.resize(frame_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
-            scale = (nw / w, nh / h)
-        tensor = np.ascontiguousarray(img.transpose(2, 0, 1))
-        return ModelInput(tensor=tensor, frame_size=(w, h), scale=scale)
+            return s, s, "bgr24"
+        r = min(s / width, s / height)
+        return max(1, round(width * r)), max(1, round(height * r)), "bgr24"
+
+    def from_scaled(self, image: np.ndarray, frame_size: tuple[int, int]) -> ModelInput:
+        w, h = frame_size
+        s = self.size
+        nh, nw = image.shape[:2]
+        tensor = np.empty((3, s, s), dtype=np.uint8)
+        if (nw, nh) != (s, s):
+            tensor.fill(LETTERBOX_PAD)
+        # HWC -> CHW in one copy, straight into the (padded) model input.
+        tensor[:, :nh, :nw] = image.transpose(2, 0, 1)
+        return ModelInput(tensor=tensor, frame_size=(w, h), scale=(nw / w, nh / h))
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,7 @@ class OnnxBackend:
         self.nms_iou = nms_iou
         self.name = f"onnx:{self.decoder}:{path.name}"
         self._providers = _providers(spec.num_gpus)
+        self._threads = spec.num_threads
         self._input_name = _image_input(model).name
         self.batched, reason = self._open(model, path)
         if not self.batched:
@@ -241,6 +245,9 @@ class OnnxBackend:
     def _session_for(self, model: onnx.ModelProto) -> ort.InferenceSession:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if self._threads is not None:
+            opts.intra_op_num_threads = self._threads
+            opts.inter_op_num_threads = 1
         return ort.InferenceSession(model.SerializeToString(), opts, providers=self._providers)
 
     def _open(self, model: onnx.ModelProto, path: Path) -> tuple[bool, str]:

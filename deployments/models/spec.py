@@ -29,3 +29,6 @@ class ModelSpec(BaseModel):
     callable: Optional[str] = Field(None, description="import path `pkg.mod:fn`")
     batched: bool = Field(False, description="the callable takes a list of frames")
     num_gpus: float = Field(0.0, ge=0)
+    num_threads: Optional[int] = Field(
+        None, ge=1, description="CPU threads for inference (OpenCV, onnxruntime intra-op); None: one per core"
+    )

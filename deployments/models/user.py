@@ -19,10 +19,9 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Sequence, Union
 
-import cv2
 import numpy as np
 
-from deployments.models.base import Detection, Detections, ModelInput, ModelLoadError
+from deployments.models.base import Detection, Detections, ModelInput, ModelLoadError, ScaledPreprocessor
 from deployments.models.spec import ModelSpec
 
 MAX_WIDTH = 640
@@ -77,19 +76,21 @@ def to_result(result: Any, item: ModelInput) -> Union[Detections, np.ndarray]:
     )
 
 
-class CallablePreprocessor:
+class CallablePreprocessor(ScaledPreprocessor):
     """Ships the BGR frame itself (no JPEG round trip), shrunk to at most 640 wide."""
 
     def __init__(self, max_width: int = MAX_WIDTH) -> None:
         self.max_width = max_width
 
-    def __call__(self, frame_bgr: np.ndarray) -> ModelInput:
-        h, w = frame_bgr.shape[:2]
-        if w <= self.max_width:
-            return ModelInput(tensor=frame_bgr, frame_size=(w, h))
-        nh = max(1, round(h * self.max_width / w))
-        small = cv2.resize(frame_bgr, (self.max_width, nh), interpolation=cv2.INTER_AREA)
-        return ModelInput(tensor=small, frame_size=(w, h), scale=(self.max_width / w, nh / h))
+    def input_request(self, width: int, height: int) -> tuple[int, int, str]:
+        if width <= self.max_width:
+            return width, height, "bgr24"
+        return self.max_width, max(1, round(height * self.max_width / width)), "bgr24"
+
+    def from_scaled(self, image: np.ndarray, frame_size: tuple[int, int]) -> ModelInput:
+        w, h = frame_size
+        out_h, out_w = image.shape[:2]
+        return ModelInput(tensor=image, frame_size=(w, h), scale=(out_w / w, out_h / h))
 
 
 class CallableBackend:

@@ -1,0 +1,229 @@
+"""The outgoing video's codec and encoder options: the one seam around aiortc's encoders.
+
+aiortc encodes with fixed options: VP8 at `cpu-used -6` with the denoiser on, H.264
+with libx264's default `medium` preset. Measured on webcam-like 640x480 at 0.5-1.5
+Mbps (`python -m bench.encoders`), per frame on one thread:
+
+- VP8, aiortc's options: 4.3-5.8 ms encode; `cpu-used -10`, no denoiser: 1.9-3.9 ms at
+  the same PSNR (within 0.1-0.4 dB); `cpu-used -16` loses 1.4-6 dB.
+- H.264 libx264 `ultrafast` + `zerolatency`: 1.4-2.1 ms encode, 0.3-0.6 ms decode
+  (VP8: 0.7-1.5 ms), PSNR equal or better than VP8's. Chromium decodes it.
+
+So both are tuned. The default prefers VP8 (fast options) and `codec="h264"` prefers
+H.264 `ultrafast`, the cheapest measured; the other codec stays the fallback, since
+negotiation only picks what both ends support. Why VP8 by default: the preference
+holds for both directions of the browser's one video transceiver, so with H.264 the
+sender encodes H.264 too, which is fine for a browser but makes an aiortc client (the
+load generator, Python peers) pay libx264's default `medium` preset and fail on odd
+frame sizes (a 451 px wide test photo sent nothing); and with H.264 as the default the
+soak test (200 sessions) left the ingress 150 MiB bigger (not investigated yet).
+
+The outgoing track encodes in the same worker-thread hop that draws the frame
+(`OutgoingEncoder`), and hands the sender finished RTP payloads (`Encoded`), which the
+sender "packs" as it does any pre-encoded data: one hop per outgoing frame, not two.
+
+What it relies on in aiortc (tests/test_encoding.py fails if an upgrade changes it):
+- `RTCRtpSender.__encoder`, when already set, is used instead of `get_encoder(codec)`;
+  data from the track that is no `av.Frame` goes to `encoder.pack(data)` unencoded;
+- a PLI/FIR sets `RTCRtpSender.__force_keyframe`, read and cleared by whoever encodes;
+- the sender encodes with `transceiver._codecs[0]`, set by `setRemoteDescription`;
+- `Vp8Encoder` / `H264Encoder` assign their PyAV context to `self.codec`, then set
+  `codec.options` (a dict) and, for VP8, `codec.thread_count`, before the first encode.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcpeerconnection import filter_preferred_codecs
+
+log = logging.getLogger("rayrtc.encoding")
+
+SENDER_ENCODER_ATTR = "_RTCRtpSender__encoder"
+SENDER_KEYFRAME_ATTR = "_RTCRtpSender__force_keyframe"
+
+Codec = Literal["h264", "vp8"]
+MIME = {"h264": "video/h264", "vp8": "video/vp8"}
+
+# Options merged over aiortc's own (which keep rate control, latency and packet sizes).
+FAST_OPTIONS: dict[str, dict[str, str]] = {
+    "video/vp8": {"cpu-used": "-10", "noise-sensitivity": "0"},
+    "video/h264": {"preset": "ultrafast", "tune": "zerolatency"},
+}
+
+
+@dataclass(frozen=True)
+class VideoEncoding:
+    """How a session encodes the video it sends back.
+
+    `codec`: preferred codec (the other is the fallback). `fast`: the measured fast
+    options above; False keeps aiortc's own. `threads`: encoder threads (None: aiortc's
+    choice, one at 640x480); more threads cost more CPU per frame at this size.
+    """
+
+    codec: Codec = "vp8"
+    fast: bool = True
+    threads: Optional[int] = None
+
+    def options_for(self, mime_type: str) -> dict[str, str]:
+        return dict(FAST_OPTIONS.get(mime_type.lower(), {})) if self.fast else {}
+
+
+class _TunedContext:
+    """A PyAV codec context whose `options` get our overrides merged in when aiortc's
+    encoder assigns them (and whose `thread_count` ours, when set)."""
+
+    def __init__(self, context: Any, options: dict[str, str], threads: Optional[int]) -> None:
+        object.__setattr__(self, "_context", context)
+        object.__setattr__(self, "_options", options)
+        object.__setattr__(self, "_threads", threads)
+        # What was handed to FFmpeg (after opening, PyAV's `options` lists only the
+        # options the codec did not consume).
+        object.__setattr__(self, "applied_options", {})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "options":
+            value = {**value, **self._options}
+            object.__setattr__(self, "applied_options", dict(value))
+        elif name == "thread_count" and self._threads is not None:
+            value = self._threads
+        setattr(self._context, name, value)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A frame already encoded and cut into RTP payloads (in a media worker thread)."""
+
+    payloads: list
+    timestamp: int
+
+
+class _Tuned:
+    """Mixin for aiortc's encoders: every codec context they create is tuned, and
+    `pack` passes through what `OutgoingEncoder` already encoded."""
+
+    def pack(self, data: Any) -> tuple[list, int]:
+        if isinstance(data, Encoded):
+            return data.payloads, data.timestamp
+        return super().pack(data)  # type: ignore[misc]
+
+    def __init__(self, options: dict[str, str], threads: Optional[int]) -> None:
+        self._tuned_options = options
+        self._tuned_threads = threads
+        super().__init__()  # sets `self.codec = None` through the property below
+
+    @property
+    def codec(self) -> Any:
+        return self.__dict__.get("_tuned_codec")
+
+    @codec.setter
+    def codec(self, context: Any) -> None:
+        if context is not None:
+            context = _TunedContext(context, self._tuned_options, self._tuned_threads)
+            if self._tuned_threads is not None:
+                context.thread_count = self._tuned_threads
+        self.__dict__["_tuned_codec"] = context
+
+
+class TunedVp8Encoder(_Tuned, Vp8Encoder):
+    pass
+
+
+class TunedH264Encoder(_Tuned, H264Encoder):
+    """libx264 takes only even-sized 4:2:0 frames (a 451 px wide camera would stop the
+    sender): odd sizes are scaled to the even size below, the one conversion they cost."""
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list, int]:
+        if frame.width % 2 or frame.height % 2:
+            even = frame.reformat(width=max(2, frame.width & ~1), height=max(2, frame.height & ~1), format="yuv420p")
+            even.pts, even.time_base = frame.pts, frame.time_base
+            frame = even
+        return super().encode(frame, force_keyframe)
+
+
+def make_encoder(mime_type: str, encoding: VideoEncoding) -> Optional[Any]:
+    """A tuned aiortc encoder for `mime_type`, or None for codecs we leave alone."""
+    options, mime = encoding.options_for(mime_type), mime_type.lower()
+    if mime == "video/vp8":
+        return TunedVp8Encoder(options, encoding.threads)
+    if mime == "video/h264":
+        return TunedH264Encoder(options, encoding.threads)
+    return None
+
+
+def prefer_codec(pc: RTCPeerConnection, encoding: VideoEncoding) -> None:
+    """Put the preferred codec first in every video transceiver's negotiated list
+    (call after `setRemoteDescription`, before `createAnswer`): the answer lists it
+    first, so both directions use it. Codecs the offer lacks stay absent."""
+    preferred = MIME[encoding.codec]
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind != "video" or not transceiver._codecs:
+            continue
+        codecs = RTCRtpSender.getCapabilities("video").codecs
+        order = sorted(codecs, key=lambda c: c.mimeType.lower() != preferred)
+        transceiver._codecs = filter_preferred_codecs(transceiver._codecs, order)
+
+
+class OutgoingEncoder:
+    """The sender's own (tuned) encoder, driven by the outgoing track: `keyframe_due`
+    on the event loop (it takes the sender's PLI flag), `encode` in a worker thread.
+    The sender awaits each frame before asking for the next, so encodes never overlap;
+    bitrate feedback (REMB) still reaches the same encoder object."""
+
+    def __init__(self, sender: RTCRtpSender, encoder: Any, mime_type: str) -> None:
+        # Weak: the sender holds the track that holds us; a cycle would keep the codec
+        # context (megabytes the garbage collector does not see) alive after close.
+        self._sender = weakref.ref(sender)
+        self.encoder = encoder
+        self.mime_type = mime_type
+        self.keyframes_forced = 0
+
+    def keyframe_due(self) -> bool:
+        sender = self._sender()
+        due = sender is not None and bool(getattr(sender, SENDER_KEYFRAME_ATTR))
+        if due:
+            setattr(sender, SENDER_KEYFRAME_ATTR, False)
+            self.keyframes_forced += 1
+        return due
+
+    def keyframe_again(self) -> None:
+        """A frame that was to be a keyframe failed: the next one is."""
+        sender = self._sender()
+        if sender is not None:
+            setattr(sender, SENDER_KEYFRAME_ATTR, True)
+
+    def encode(self, frame: Any, keyframe: bool) -> Encoded:
+        payloads, timestamp = self.encoder.encode(frame, keyframe)
+        return Encoded(payloads, timestamp)
+
+
+def install_encoder(
+    pc: RTCPeerConnection, track: MediaStreamTrack, encoding: VideoEncoding
+) -> Optional[OutgoingEncoder]:
+    """Give the sender of `track` a tuned encoder for its negotiated codec (call after
+    `setLocalDescription`); returns it for the track to drive, or None when the codec
+    is not one we tune (the sender then encodes as aiortc does)."""
+    for transceiver in pc.getTransceivers():
+        sender = transceiver.sender
+        if sender.track is not track or not transceiver._codecs:
+            continue
+        mime = transceiver._codecs[0].mimeType
+        encoder = make_encoder(mime, encoding)
+        if encoder is None:
+            return None
+        for attr in (SENDER_ENCODER_ATTR, SENDER_KEYFRAME_ATTR):
+            if not hasattr(sender, attr):
+                raise TypeError(f"aiortc changed: RTCRtpSender has no {attr}")
+        setattr(sender, SENDER_ENCODER_ATTR, encoder)
+        log.debug("sender for %s: %s, options %s", track.id, mime, encoding.options_for(mime))
+        return OutgoingEncoder(sender, encoder, mime.lower())
+    return None

@@ -1,0 +1,85 @@
+"""The outgoing encoder seam (`component.encoding`) against the installed aiortc: our
+options reach libvpx/libx264 and the preferred codec is what a real aiortc peer gets.
+(That Chromium plays it: tests/test_browser.py.)"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from component import Detection, Detections, VideoEncoding
+from component.client import StreamClient
+from component.encoding import SENDER_ENCODER_ATTR, TunedH264Encoder, TunedVp8Encoder, make_encoder
+from tests.helpers import green_mask, photo, wait_for
+
+
+def _frame() -> av.VideoFrame:
+    frame = av.VideoFrame.from_ndarray(photo("astronaut")[:480, :512].copy(), format="bgr24").reformat(
+        width=640, height=480, format="yuv420p"
+    )
+    frame.pts, frame.time_base = 0, Fraction(1, 90000)
+    return frame
+
+
+@pytest.mark.parametrize(
+    "mime,expected",
+    [("video/VP8", {"cpu-used": "-10", "noise-sensitivity": "0", "deadline": "realtime"}),
+     ("video/H264", {"preset": "ultrafast", "tune": "zerolatency", "level": "31"})],
+)  # fmt: skip
+def test_fast_options_reach_the_codec_over_aiortcs_own(mime, expected):
+    encoder = make_encoder(mime, VideoEncoding(threads=1))
+    assert isinstance(encoder, TunedVp8Encoder if "VP8" in mime else TunedH264Encoder)
+    payloads, _ = encoder.encode(_frame(), force_keyframe=True)
+    assert payloads
+    applied = encoder.codec.applied_options
+    assert {k: applied.get(k) for k in expected} == expected, applied
+    # After opening, PyAV lists only the options the codec did not consume.
+    assert not set(expected) & set(encoder.codec.options), encoder.codec.options
+    assert encoder.codec.thread_count == 1
+
+
+def test_odd_sized_frames_still_encode_as_h264():
+    encoder = make_encoder("video/H264", VideoEncoding())
+    frame = av.VideoFrame(451, 301, "yuv420p")
+    frame.pts, frame.time_base = 0, Fraction(1, 90000)
+    payloads, _ = encoder.encode(frame, force_keyframe=True)
+    assert payloads and (encoder.codec.width, encoder.codec.height) == (450, 300)
+
+
+def test_aiortc_options_kept_when_not_fast():
+    encoder = make_encoder("video/VP8", VideoEncoding(codec="vp8", fast=False))
+    encoder.encode(_frame())
+    applied = encoder.codec.applied_options
+    assert applied.get("cpu-used") == "-6" and applied.get("noise-sensitivity") == "4"
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp8"])
+async def test_preferred_codec_is_negotiated_and_streams(serve_stream, codec):  # noqa: F811
+    async def fn(frame: np.ndarray, threshold: float) -> Detections:
+        return Detections((Detection((0.2, 0.2, 0.6, 0.6), "thing", 0.9),))
+
+    url, stream = await serve_stream(fn, stream_every=0.0, encoding=VideoEncoding(codec=codec))
+    client = StreamClient(url, photo("astronaut"), fps=15)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        await client.wait_frames(20, timeout=15)
+        session = stream.get(client.webrtc_id)
+        [transceiver] = [t for t in session.pc.getTransceivers() if t.kind == "video"]
+        assert transceiver._codecs[0].mimeType.lower() == f"video/{codec}"
+        encoder = getattr(transceiver.sender, SENDER_ENCODER_ATTR)
+        assert isinstance(encoder, TunedH264Encoder if codec == "h264" else TunedVp8Encoder)
+        assert green_mask(client.latest_image()).sum() > 200
+        # The track encodes in its drawing hop and honours the browser's PLI.
+        driven = session.outgoing._encoder
+        assert driven is not None and driven.encoder is encoder
+        forced = driven.keyframes_forced
+        transceiver.sender._send_keyframe()  # what aiortc does on a PLI or FIR
+        await wait_for(lambda: driven.keyframes_forced > forced, 5, what="a keyframe after the PLI")
+        count = client.received.count
+        await client.wait_frames(count + 10, timeout=10)
+    finally:
+        await client.close()
