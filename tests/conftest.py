@@ -126,3 +126,16 @@ async def serve_stream():
         await stream.close_all()
         http.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture(scope="module")
+def netns():
+    """A network namespace with a veth pair to this one (see `tests.browser_util.Netns`),
+    one per test module, deleted after it."""
+    from tests.browser_util import Netns
+
+    ns = Netns.create()
+    try:
+        yield ns
+    finally:
+        ns.delete()

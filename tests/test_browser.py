@@ -213,15 +213,6 @@ def record_metrics():
 
 
 @pytest.fixture(scope="module")
-def netns():
-    ns = Netns.create()
-    try:
-        yield ns
-    finally:
-        ns.delete()
-
-
-@pytest.fixture(scope="module")
 def camera(tmp_path_factory):
     """The fake camera's file and the face box the detector finds in it (camera px)."""
     from deployments.models import ModelSpec, build_preprocessor, load_backend

@@ -42,15 +42,6 @@ SELECTED_PAIR_JS = """async (id) => {
 
 
 @pytest.fixture(scope="module")
-def netns():
-    ns = Netns.create()
-    try:
-        yield ns
-    finally:
-        ns.delete()
-
-
-@pytest.fixture(scope="module")
 def coturn(netns):
     """coturn on the host end of the veth pair: reachable from Chromium's namespace
     and from the ingress, nowhere else."""
