@@ -57,7 +57,7 @@ def test_aiortc_options_kept_when_not_fast():
 
 
 @pytest.mark.parametrize("codec", ["h264", "vp8"])
-async def test_preferred_codec_is_negotiated_and_streams(serve_stream, codec):  # noqa: F811
+async def test_preferred_codec_is_negotiated_and_streams(serve_stream, codec):
     async def fn(frame: np.ndarray, threshold: float) -> Detections:
         return Detections((Detection((0.2, 0.2, 0.6, 0.6), "thing", 0.9),))
 
