@@ -185,16 +185,9 @@ class BenchClient(StreamClient):
 
     async def wait_detections(self, count: int, timeout: float = 20.0) -> None:
         """Wait until `count` more detection messages arrived."""
-        target = len(self.detections_log) + count
-        deadline = time.monotonic() + timeout
-        while len(self.detections_log) < target:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"got {len(self.detections_log)} of {target} detection messages")
-            try:
-                await asyncio.wait_for(self._new_detection.wait(), left)
-            except asyncio.TimeoutError:
-                pass
+        await self._wait_count(
+            lambda: len(self.detections_log), lambda: self._new_detection, count, timeout, "detection messages"
+        )
 
     async def wait_flowing(self, timeout: float = 20.0) -> None:
         """Until the session works: frames back (server render) or detections (browser)."""

@@ -210,14 +210,22 @@ class StreamClient:
 
     async def wait_frames(self, count: int, timeout: float = 20.0) -> None:
         """Wait until `count` more frames arrived."""
-        target = self.received.count + count
+        await self._wait_count(lambda: self.received.count, lambda: self._new_frame, count, timeout, "frames")
+
+    @staticmethod
+    async def _wait_count(
+        current: Callable[[], int], event: Callable[[], asyncio.Event], count: int, timeout: float, what: str
+    ) -> None:
+        """Until `current()` grew by `count`, woken by `event()` (re-read each time: the
+        readers swap in a fresh event after setting the old one)."""
+        target = current() + count
         deadline = time.monotonic() + timeout
-        while self.received.count < target:
+        while current() < target:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"got {self.received.count} of {target} frames")
+                raise TimeoutError(f"got {current()} of {target} {what}")
             try:
-                await asyncio.wait_for(self._new_frame.wait(), left)
+                await asyncio.wait_for(event().wait(), left)
             except asyncio.TimeoutError:
                 pass
 
