@@ -48,18 +48,14 @@ aiortc.RTCPeerConnection.__init__ = _pc_init  # gradio_webrtc calls RTCPeerConne
 import argparse  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
-import types  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 
 def load_project_models(repo: Path):
-    """Import this project's model backends without its packages' __init__ (which
-    pull in Gradio 6 and Ray): stub the two parent packages with just a __path__."""
+    """Import this project's model backends and box drawing from the repo. They need
+    only numpy, OpenCV, pydantic and onnxruntime (tests/test_layering.py keeps it so),
+    so they load beside this venv's Gradio 5 without touching our Gradio 6 component."""
     sys.path.insert(0, str(repo))
-    for name in ("component", "deployments"):
-        pkg = types.ModuleType(name)
-        pkg.__path__ = [str(repo / name)]  # type: ignore[attr-defined]
-        sys.modules[name] = pkg
     from component.annotate import draw_detections
     from deployments.models import ModelSpec, build_preprocessor, load_backend
 

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import component
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,9 +63,12 @@ def test_detector_and_model_backends_do_not_import_the_web_stack():
     assert found["loaded"] == [], f"detector side imported {found['loaded']}"
 
 
-def test_component_detections_alone_stays_clean():
-    found = _probe("component.detections")
-    assert found["loaded"] == [], f"`import component.detections` imported {found['loaded']}"
+# The value types a stream fn returns, and the box drawing the bench's reference app
+# (a Gradio 5 venv) loads from this repo beside the model backends.
+@pytest.mark.parametrize("module", ["component.detections", "component.annotate"])
+def test_component_value_modules_alone_stay_clean(module: str):
+    found = _probe(module)
+    assert found["loaded"] == [], f"`import {module}` imported {found['loaded']}"
 
 
 def test_lazy_exports_match_all():
