@@ -8,6 +8,7 @@ interpreter, since this test process has long since imported everything.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -71,8 +72,13 @@ def test_component_value_modules_alone_stay_clean(module: str):
     assert found["loaded"] == [], f"`import {module}` imported {found['loaded']}"
 
 
-def test_lazy_exports_match_all():
-    """Every name in `component.__all__` resolves, and each lazily loaded name is public."""
+def test_lazy_exports_match_all_and_type_checking_imports():
+    """`__all__`, the lazy name table and the imports type checkers read list the same
+    names from the same modules, and every name resolves."""
     assert set(component.__all__) == set(component._EXPORTS)
+    tree = ast.parse(Path(component.__file__).read_text())
+    guarded = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    seen = {alias.name: node.module for node in guarded.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert seen == component._EXPORTS
     for name in component.__all__:
         assert getattr(component, name) is not None
