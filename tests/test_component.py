@@ -143,7 +143,7 @@ def test_webrtc_stream_sets_the_page_limits_and_checks_inputs():
     for name in ("time_limit", "connect_timeout", "rtc_configuration"):
         assert not callable(getattr(webrtc, name)), name
     assert server.default_inputs == (0.4,)
-    assert server.config.concurrency_limit == 3
+    assert server.policy.concurrency_limit == 3
 
 
 async def test_offer_server_function_answers_failures_in_the_protocol_shape():
@@ -191,7 +191,7 @@ def test_reference_stream_signature_runs_the_stream():
             concurrency_limit="default",
         )
     assert image.stream_server is server
-    assert server.config.time_limit == 10 and server.config.concurrency_limit is None
+    assert server.policy.time_limit == 10 and server.policy.concurrency_limit is None
     assert image.props["time_limit"] == 10
 
 
