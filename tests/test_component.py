@@ -146,6 +146,32 @@ def test_webrtc_stream_sets_the_page_limits_and_checks_inputs():
     assert server.policy.concurrency_limit == 3
 
 
+def test_webrtc_stream_takes_a_whole_policy():
+    from component.policy import StreamPolicy
+
+    policy = StreamPolicy(time_limit=20, connect_timeout=6, concurrency_limit=2, offer_rate=1.0)
+    with gr.Blocks():
+        webrtc = WebRTC()
+        server = webrtc.webrtc_stream(lambda f: Detections(), inputs=[webrtc], policy=policy)
+        other = WebRTC()
+        with pytest.raises(TypeError, match="time_limit"):
+            other.webrtc_stream(lambda f: None, inputs=[other], policy=policy, time_limit=5)
+    assert server.policy is policy
+    assert (webrtc.props["time_limit"], webrtc.props["connect_timeout"]) == (20, 6)
+    assert other.stream_server is None
+
+
+def test_keyword_defaults_are_the_policys():
+    from component.policy import StreamPolicy
+
+    with gr.Blocks():
+        webrtc = WebRTC()
+        server = webrtc.webrtc_stream(lambda f: None, inputs=[webrtc])
+    assert server.policy == StreamPolicy()
+    with pytest.raises(ValueError, match="stream_every"):
+        StreamPolicy(stream_every=-1)
+
+
 async def test_offer_server_function_answers_failures_in_the_protocol_shape():
     with gr.Blocks():
         bare = WebRTC()
