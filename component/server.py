@@ -2,13 +2,14 @@
 
 One `StreamServer` per stream (per `webrtc_stream` call) per process. It is plain
 instance state owned by the component, so two components or two apps in one process
-never share sessions by accident.
+never share sessions by accident. Its `StreamConfig` is fixed when it is made: what
+the stream runs and its `StreamPolicy` (`component/policy.py`), which it hands to
+every session as is.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,14 +18,14 @@ from typing import Any, Optional, Sequence
 from aiortc import RTCPeerConnection
 
 from component.client_address import ClientAddress
-from component.encoding import VideoEncoding
 from component.ice import IceConfig, apply_process_settings, strip_mdns_candidates
 from component.memory import release_free_memory
 from component.metrics import StreamMetrics
+from component.policy import StreamPolicy
 from component.ratelimit import RateLimiter
 from component.protocol import ErrorCode, OfferAnswer, OfferError, parse_offer
 from component.scheduler import StreamFn
-from component.session import Render, Session, SessionLimits
+from component.session import Render, Session
 
 log = logging.getLogger("rayrtc.server")
 
@@ -34,28 +35,16 @@ TRIM_INTERVAL_S = 2.0
 
 @dataclass(frozen=True)
 class StreamConfig:
+    """What one stream runs (known to the component that wires it) and under which
+    policy (chosen by the host)."""
+
     fn: StreamFn
-    stream_every: float = 0.05
-    time_limit: Optional[float] = None
-    concurrency_limit: Optional[int] = None
-    connect_timeout: float = 15.0
+    policy: StreamPolicy = StreamPolicy()
     # Where the frame goes among fn's arguments (the component's place in `inputs`).
     frame_index: int = 0
-    # Pixel work (frame conversion, drawing) for all sessions runs on this many threads.
-    media_threads: int = 4
-    # No camera frame for this long ends a session (a browser that vanished).
-    idle_timeout: Optional[float] = 10.0
-    # Offers per second per client address (bursts up to `offer_burst`); None: no limit.
-    offer_rate: Optional[float] = None
-    offer_burst: int = 10
     # "server": annotated video comes back; "browser": detections on the data channel,
     # drawn by the page over its own camera (no video is sent back).
     render: Render = "server"
-    # Proxies (addresses/networks) whose X-Forwarded-For / Forwarded header names the
-    # client for the rate limit; empty: the socket peer is the client.
-    trusted_proxies: tuple[str, ...] = ()
-    # The outgoing video's codec preference and encoder options (see `component.encoding`).
-    encoding: VideoEncoding = VideoEncoding()
 
 
 def _first_media_section(lines: list[str]) -> list[str]:
@@ -94,39 +83,21 @@ class StreamServer:
         default_inputs: Sequence[Any] = (),
         metrics: Optional[StreamMetrics] = None,
     ) -> None:
-        if config.stream_every < 0:
-            raise ValueError("stream_every must be >= 0")
-        if config.time_limit is not None and config.time_limit <= 0:
-            raise ValueError("time_limit must be > 0 or None")
-        if config.concurrency_limit is not None and config.concurrency_limit < 1:
-            raise ValueError("concurrency_limit must be >= 1 or None")
         if config.render not in ("server", "browser"):
             raise ValueError(f"render must be 'server' or 'browser', not {config.render!r}")
         self.config = config
         self.ice = ice
         self.default_inputs = tuple(default_inputs)
         self.metrics = metrics or StreamMetrics()
-        self._limiter = (
-            RateLimiter(config.offer_rate, config.offer_burst) if config.offer_rate else None
-        )
-        self.client_address = ClientAddress(config.trusted_proxies)
+        policy = self.policy = config.policy
+        self._limiter = RateLimiter(policy.offer_rate, policy.offer_burst) if policy.offer_rate else None
+        self.client_address = ClientAddress(policy.trusted_proxies)
         self._sessions: dict[str, Session] = {}
         self._trim_pending = False
         self._executor: Optional[ThreadPoolExecutor] = None
         # Conditional: an empty config must not undo settings the host already applied.
         if ice.host_addresses or ice.port_range or ice.advertised_address:
             apply_process_settings(ice)
-
-    def configure(self, metrics: Optional[StreamMetrics] = None, **changes: Any) -> None:
-        """Apply host-level settings that the reference `webrtc_stream` API has no
-        parameter for (rate limit, idle timeout, metrics); affects new sessions."""
-        self.config = dataclasses.replace(self.config, **changes)
-        self._limiter = (
-            RateLimiter(self.config.offer_rate, self.config.offer_burst) if self.config.offer_rate else None
-        )
-        self.client_address = ClientAddress(self.config.trusted_proxies)
-        if metrics is not None:
-            self.metrics = metrics
 
     # -- queries ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -142,7 +113,7 @@ class StreamServer:
         for session in self._sessions.values():
             state = session.pc.connectionState
             states[state] = states.get(state, 0) + 1
-        return {"active": len(self._sessions), "limit": self.config.concurrency_limit, "states": states}
+        return {"active": len(self._sessions), "limit": self.policy.concurrency_limit, "states": states}
 
     def session_stats(self) -> dict[str, Any]:
         """Every session's id, state and counters: for operators (an admin route)."""
@@ -178,7 +149,7 @@ class StreamServer:
             raise OfferError(
                 ErrorCode.CONNECTION_ALREADY_EXISTS, f"session {req.webrtc_id!r} already exists"
             )
-        limit = self.config.concurrency_limit
+        limit = self.policy.concurrency_limit
         if limit is not None and len(self._sessions) >= limit:
             raise OfferError(
                 ErrorCode.CONCURRENCY_LIMIT_REACHED,
@@ -189,18 +160,13 @@ class StreamServer:
             webrtc_id=req.webrtc_id,
             pc=RTCPeerConnection(configuration=self.ice.rtc_configuration()),
             fn=self.config.fn,
-            stream_every=self.config.stream_every,
             frame_index=self.config.frame_index,
             inputs=self.default_inputs,
-            limits=SessionLimits(
-                self.config.time_limit, self.config.connect_timeout,
-                idle_timeout=self.config.idle_timeout,
-            ),
+            policy=self.policy,
             executor=self._media_executor(),
             on_closed=self._forget,
             metrics=self.metrics,
             render=self.config.render,
-            encoding=self.config.encoding,
         )
         # Registered before the first await so a concurrent duplicate id gets 409.
         self._sessions[req.webrtc_id] = session
@@ -275,6 +241,6 @@ class StreamServer:
     def _media_executor(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
-                max_workers=self.config.media_threads, thread_name_prefix="rayrtc-media"
+                max_workers=self.policy.media_threads, thread_name_prefix="rayrtc-media"
             )
         return self._executor

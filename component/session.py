@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Literal, Optional, Sequence
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
@@ -20,9 +19,10 @@ from aiortc.sdp import SessionDescription
 from av import VideoFrame
 
 from component.detections import Detections
-from component.encoding import VideoEncoding, install_encoder, prefer_codec
+from component.encoding import install_encoder, prefer_codec
 from component.metrics import StreamMetrics
 from component.overlay_channel import IMAGES_IN_BROWSER_RENDER, ImagesNotDrawable, OverlayChannel
+from component.policy import StreamPolicy
 from component.receive import ReceiveStats, bound_track
 from component.scheduler import FrameScheduler, StreamFn
 from component.source import Exhausted, FrameSource, SourceTrack
@@ -36,17 +36,6 @@ Render = Literal["server", "browser"]
 
 # How long an end message may take to leave before the connection is closed anyway.
 END_FLUSH_TIMEOUT_S = 0.5
-
-
-@dataclass(frozen=True)
-class SessionLimits:
-    time_limit: Optional[float]
-    connect_timeout: float
-    # ICE "disconnected" often recovers; give it this long before giving up.
-    disconnected_grace: float = 5.0
-    # A browser that vanishes without closing leaves ICE consent to expire (~30 s);
-    # no camera frame for this long ends the session sooner.
-    idle_timeout: Optional[float] = 10.0
 
 
 async def _close_peer(pc: RTCPeerConnection, webrtc_id: str) -> None:
@@ -75,21 +64,20 @@ class Session:
         webrtc_id: str,
         pc: RTCPeerConnection,
         fn: StreamFn,
-        stream_every: float,
         frame_index: int,
         inputs: Sequence[Any],
-        limits: SessionLimits,
+        policy: StreamPolicy,
         executor: Executor,
         on_closed: Callable[["Session"], None],
         metrics: Optional[StreamMetrics] = None,
         render: Render = "server",
-        encoding: Optional[VideoEncoding] = None,
     ) -> None:
         self.webrtc_id = webrtc_id
         self.render = render
-        self.encoding = encoding or VideoEncoding()
         self.pc = pc
-        self.limits = limits
+        # Its time limits, stream_every and encoding; a browser that vanishes without
+        # closing leaves ICE consent to expire (~30 s), `idle_timeout` ends it sooner.
+        self.policy = policy
         self.created_at = time.monotonic()
         self.connected_at: Optional[float] = None
         self.end_reason: Optional[str] = None
@@ -101,7 +89,7 @@ class Session:
         self._closing: Optional[asyncio.Task] = None
         self._metrics = metrics or StreamMetrics()
         self.last_frame_at: Optional[float] = None
-        self._fn, self._stream_every, self._frame_index = fn, stream_every, frame_index
+        self._fn, self._frame_index = fn, frame_index
         self._executor = executor
         # mode="receive" only: the fn as a picture source (see `component.source`).
         self.source: Optional[FrameSource] = None
@@ -116,7 +104,7 @@ class Session:
         # render="browser": results leave as messages on the data channel, no video.
         self.overlay = OverlayChannel(lambda: self._channel) if render == "browser" else None
         self.scheduler = FrameScheduler(
-            webrtc_id, fn, stream_every, frame_index, self.camera, self.detections, self.images,
+            webrtc_id, fn, policy.stream_every, frame_index, self.camera, self.detections, self.images,
             lambda: self._inputs, executor, self._metrics,
             on_result=self._overlay_result if self.overlay is not None else None,
         )
@@ -139,7 +127,7 @@ class Session:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         if not any(t.kind == "video" for t in self.pc.getTransceivers()):
             raise ValueError("offer has no video transceiver")
-        prefer_codec(self.pc, self.encoding)
+        prefer_codec(self.pc, self.policy.encoding)
         if self.overlay is not None:
             # The page draws on its own camera picture: we only receive (no track added,
             # so the answer is recvonly and nothing is ever encoded).
@@ -152,13 +140,13 @@ class Session:
             # mode="receive": no camera comes in; the fn makes the picture on a clock,
             # from the moment the connection is up.
             self.source = FrameSource(
-                self._fn, self._stream_every, self._frame_index, lambda: self._inputs,
+                self._fn, self.policy.stream_every, self._frame_index, lambda: self._inputs,
                 self.images, self._executor, self.scheduler.record_error,
             )
             self.pc.addTrack(SourceTrack(self.images, self._metrics.frames_out))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
-        self.outgoing.use_encoder(install_encoder(self.pc, self.outgoing, self.encoding))
-        self._call_later(self.limits.connect_timeout, self._connect_timeout)
+        self.outgoing.use_encoder(install_encoder(self.pc, self.outgoing, self.policy.encoding))
+        self._call_later(self.policy.connect_timeout, self._connect_timeout)
         return self.pc.localDescription.sdp
 
     def gathered_candidates(self) -> bool:
@@ -204,13 +192,13 @@ class Session:
         self._metrics.frames_in()
 
     def _check_idle(self) -> None:
-        idle = self.limits.idle_timeout
+        idle = self.policy.idle_timeout
         if idle is None or self._closing is not None:
             return
         if self.last_frame_at is None:
             # No frame yet: a loaded decoder can take seconds to produce the first one,
             # so a silent start gets the connect timeout, not the idle timeout.
-            last, idle = self.connected_at or self.created_at, max(idle, self.limits.connect_timeout)
+            last, idle = self.connected_at or self.created_at, max(idle, self.policy.connect_timeout)
         else:
             last = self.last_frame_at
         if time.monotonic() - last > idle:
@@ -256,14 +244,14 @@ class Session:
         log.info("session %s: connection %s", self.webrtc_id, state)
         if state == "connected" and self.connected_at is None:
             self.connected_at = time.monotonic()
-            if self.limits.time_limit is not None:
-                self._call_later(self.limits.time_limit, lambda: self.close("time_limit"))
-            if self.limits.idle_timeout is not None and self._receives_video():
-                self._call_later(min(1.0, self.limits.idle_timeout / 2), self._check_idle)
+            if self.policy.time_limit is not None:
+                self._call_later(self.policy.time_limit, lambda: self.close("time_limit"))
+            if self.policy.idle_timeout is not None and self._receives_video():
+                self._call_later(min(1.0, self.policy.idle_timeout / 2), self._check_idle)
             if self.source is not None:
                 self._spawn(self._run_source(self.source), "source")
         elif state == "disconnected":
-            self._call_later(self.limits.disconnected_grace, self._disconnected_timeout)
+            self._call_later(self.policy.disconnected_grace, self._disconnected_timeout)
         elif state in ("failed", "closed"):
             self.close(f"connection_{state}")
 

@@ -17,7 +17,9 @@ import gradio as gr
 from gradio.components.base import server
 
 from component.ice import IceConfig, IceServer
+from component.metrics import StreamMetrics
 from component.overlay_channel import returns_only_images
+from component.policy import StreamPolicy
 from component.protocol import ErrorCode, OfferError
 from component.scheduler import StreamFn
 from component.server import StreamConfig, StreamServer
@@ -70,6 +72,19 @@ _INPUTS_RELAY_JS = """(...args) => {
   window.dispatchEvent(new CustomEvent('rayrtc-inputs', { detail: { index: FRAME_INDEX, args } }));
   return args;
 }"""
+
+
+def _stream_policy(policy: Optional[StreamPolicy], arguments: dict[str, Any]) -> StreamPolicy:
+    """The policy `webrtc_stream` runs under: the one given whole, or one made from
+    its keyword arguments; both at once would leave one of them silently unused."""
+    if policy is None:
+        return StreamPolicy(**arguments)
+    overridden = [name for name, value in arguments.items() if value != StreamPolicy.default_of(name)]
+    if overridden:
+        raise TypeError(
+            f"webrtc_stream got policy= and also {', '.join(overridden)}: set them on the policy instead"
+        )
+    return policy
 
 
 class WebRTC(gr.HTML):
@@ -217,10 +232,13 @@ class WebRTC(gr.HTML):
         self,
         fn: StreamFn,
         inputs: Sequence[gr.components.Component],
-        stream_every: float = 0.05,
-        time_limit: Optional[float] = None,
-        concurrency_limit: Optional[int] = None,
-        connect_timeout: float = 15.0,
+        stream_every: float = StreamPolicy.default_of("stream_every"),
+        time_limit: Optional[float] = StreamPolicy.default_of("time_limit"),
+        concurrency_limit: Optional[int] = StreamPolicy.default_of("concurrency_limit"),
+        connect_timeout: float = StreamPolicy.default_of("connect_timeout"),
+        *,
+        policy: Optional[StreamPolicy] = None,
+        metrics: Optional[StreamMetrics] = None,
     ) -> StreamServer:
         """Run `fn` on this component's live frames.
 
@@ -238,8 +256,19 @@ class WebRTC(gr.HTML):
         `stream_every` is the least time between two calls for one session;
         `time_limit` ends each session that many seconds after it connects;
         `concurrency_limit` caps sessions in this process (offers beyond it are
-        answered `concurrency_limit_reached`).
+        answered `concurrency_limit_reached`); `connect_timeout` gives up on a session
+        that has not connected by then. Their defaults are `StreamPolicy`'s.
+
+        `policy` instead sets all of these and the rest a host may choose (idle timeout,
+        offer rate limit, trusted proxies, outgoing video encoding), as one
+        `StreamPolicy`; give it or those keyword arguments, not both. `metrics`
+        receives the stream's counters (e.g. Ray Serve's, in the ingress).
         """
+        policy = _stream_policy(
+            policy,
+            {"stream_every": stream_every, "time_limit": time_limit,
+             "concurrency_limit": concurrency_limit, "connect_timeout": connect_timeout},
+        )
         inputs = list(inputs)
         if self not in inputs:
             raise ValueError("webrtc_stream inputs must include the WebRTC component itself")
@@ -254,20 +283,13 @@ class WebRTC(gr.HTML):
         frame_index = inputs.index(self)
         others = [c for c in inputs if c is not self]
         self.stream_server = StreamServer(
-            StreamConfig(
-                fn=fn,
-                stream_every=stream_every,
-                time_limit=time_limit,
-                concurrency_limit=concurrency_limit,
-                connect_timeout=connect_timeout,
-                frame_index=frame_index,
-                render=self.render_mode,
-            ),
+            StreamConfig(fn=fn, policy=policy, frame_index=frame_index, render=self.render_mode),
             ice=self.ice,
             default_inputs=[getattr(c, "value", None) for c in others],
+            metrics=metrics,
         )
-        self.props["time_limit"] = self.time_limit = time_limit
-        self.props["connect_timeout"] = self.connect_timeout = connect_timeout
+        self.props["time_limit"] = self.time_limit = policy.time_limit
+        self.props["connect_timeout"] = self.connect_timeout = policy.connect_timeout
         # The stream's extra inputs reach the session only on its own data channel
         # (DTLS ties it to the browser that opened it): this event runs in the page
         # alone, handing the values to the component's JS. A server-side handler would
@@ -293,9 +315,9 @@ class WebRTC(gr.HTML):
         js: Optional[str] = None,
         concurrency_limit: Union[int, None, Literal["default"]] = "default",
         concurrency_id: Optional[str] = None,
-        time_limit: Optional[float] = None,
+        time_limit: Optional[float] = StreamPolicy.default_of("time_limit"),
         trigger: Any = None,
-        stream_every: float = 0.05,
+        stream_every: float = StreamPolicy.default_of("stream_every"),
     ) -> StreamServer:
         """The reference's `image.stream(fn=..., inputs=[image, ...], outputs=[image],
         time_limit=...)`, so its demos run unchanged: the same as `webrtc_stream`.
@@ -310,7 +332,9 @@ class WebRTC(gr.HTML):
             inputs,
             stream_every=stream_every,
             time_limit=time_limit,
-            concurrency_limit=None if concurrency_limit == "default" else concurrency_limit,
+            concurrency_limit=(
+                StreamPolicy.default_of("concurrency_limit") if concurrency_limit == "default" else concurrency_limit
+            ),
         )
 
     @server

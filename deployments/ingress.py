@@ -1,6 +1,9 @@
 """The ingress deployment: the page, the offer endpoint, and every session's peer
 connection. Frames go out to the detector deployment as model-sized inputs and come
-back as detections, which the session draws on its own outgoing track."""
+back as detections, which the session draws on its own outgoing track.
+
+It is given one `IngressSettings` (built by `serve_app` from `AppArgs`) and imports
+nothing from `serve_app`; the page it serves is `deployments/page.py`."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import contextlib
 import dataclasses
 import hmac
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
@@ -18,10 +21,10 @@ from ray.serve.handle import DeploymentHandle
 
 from component import Detections, ScaledInputFn, WebRTC, mount_offer_routes
 from component.ice import apply_process_settings
+from deployments.ingress_settings import IngressSettings
 from deployments.metrics import ServeStreamMetrics
 from deployments.models import FrameFailure, ModelInput, build_preprocessor
-if TYPE_CHECKING:  # serve_app imports this module to build the app
-    from serve_app.args import AppArgs
+from deployments.page import build_ui
 
 log = logging.getLogger("ray.serve")
 
@@ -67,13 +70,13 @@ def _replica_id() -> str | None:
 @serve.deployment(name="Ingress")
 @serve.ingress()
 class Ingress:
-    def __init__(self, args: AppArgs, detector: DeploymentHandle) -> None:
-        self.args = args
+    def __init__(self, settings: IngressSettings, detector: DeploymentHandle) -> None:
+        self.settings = settings
         self.detector = detector
         # Host addresses, UDP port range and advertised address hold for the whole
         # replica process (aioice offers no per-connection option).
-        apply_process_settings(args.ice())
-        self.preprocess = build_preprocessor(args.model_spec())
+        apply_process_settings(settings.ice)
+        self.preprocess = build_preprocessor(settings.model)
         self.webrtc: WebRTC | None = None
         _log_through_serve()
 
@@ -84,46 +87,24 @@ class Ingress:
         threshold = float(threshold)
         model_input = dataclasses.replace(model_input, min_score=threshold)
         response = self.detector.detect.remote(model_input)
+        timeout = self.settings.detector_timeout_s
         try:
-            detections = await asyncio.wait_for(response, self.args.detector_timeout_s)
+            detections = await asyncio.wait_for(response, timeout)
         except asyncio.TimeoutError:
             response.cancel()
-            raise TimeoutError(
-                f"detector did not answer within {self.args.detector_timeout_s} s"
-            ) from None
+            raise TimeoutError(f"detector did not answer within {timeout} s") from None
         if isinstance(detections, FrameFailure):
             raise RuntimeError(f"detector could not process this frame: {detections.error}")
         return detections.above(threshold)
 
     def __serve_build_asgi_app__(self) -> Any:
         # Gradio objects hold locks and threads: they are built here, in the replica.
-        # (Imported here: `serve_app` imports this module to build the application.)
-        from serve_app.ui import build_ui
-
-        args = self.args
         demo, self.webrtc = build_ui(
-            ScaledInputFn(self.detect, self.preprocess),
-            title=args.title,
-            ice=args.ice(),
-            time_limit=args.time_limit,
-            stream_every=args.stream_every,
-            max_sessions=args.max_sessions,
-            connect_timeout=args.connect_timeout,
-            default_threshold=args.default_threshold,
-            render=args.render,
+            ScaledInputFn(self.detect, self.preprocess), self.settings, metrics=ServeStreamMetrics()
         )
         server = self.webrtc.stream_server
         assert server is not None
-        server.configure(
-            metrics=ServeStreamMetrics(),
-            idle_timeout=args.idle_timeout,
-            offer_rate=args.offer_rate_per_s,
-            offer_burst=args.offer_burst,
-            trusted_proxies=tuple(args.trusted_proxies),
-            encoding=args.video_encoding(),
-        )
-        token = args.auth_token.get_secret_value() if args.auth_token else None
-        admin_token = args.admin_token.get_secret_value() if args.admin_token else None
+        token, admin_token = self.settings.secret("auth_token"), self.settings.secret("admin_token")
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI):

@@ -53,7 +53,7 @@ def app(args: AppArgs) -> Application:
         max_ongoing_requests=args.ingress_max_ongoing_requests,
         ray_actor_options=ingress_actor_options,
         **routing,
-    ).bind(args, detector)
+    ).bind(args.ingress_settings(), detector)
 
 
 default_app = app(AppArgs())

@@ -11,12 +11,15 @@ import ipaddress
 import json
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator,
+)
 
-from component.client_address import parse_networks
 from component.encoding import VideoEncoding
 from component.ice import IceConfig, IceServer
+from component.policy import StreamPolicy
 from component.turn import TurnRest
+from deployments.ingress_settings import IngressSettings
 from deployments.models.spec import ModelSpec
 from deployments.priority import inference_threads
 
@@ -45,23 +48,29 @@ class AppArgs(BaseModel):
     )
 
     # --- sessions -----------------------------------------------------------------
+    # These become the stream's `StreamPolicy` (`stream_policy()`). Where the component's
+    # default fits a public service too, it is taken from there; time_limit, max_sessions
+    # and offer_rate_per_s differ on purpose: the component keeps the reference's
+    # "unlimited", a served app must not.
     time_limit: Optional[float] = Field(
         60.0, gt=0, description="seconds a session may stream after it connects; null for none"
     )
     stream_every: float = Field(
-        0.05, ge=0.0, le=10.0, description="least seconds between two detector calls of one session"
+        StreamPolicy.default_of("stream_every"), ge=0.0, le=10.0,
+        description="least seconds between two detector calls of one session",
     )
     max_sessions: int = Field(
         32, ge=1, le=10_000, description="sessions one ingress replica accepts before answering 503"
     )
-    connect_timeout: float = Field(15.0, gt=0, le=300)
+    connect_timeout: float = Field(StreamPolicy.default_of("connect_timeout"), gt=0, le=300)
     idle_timeout: Optional[float] = Field(
-        10.0, gt=0, description="no camera frame for this long ends a session (a vanished browser)"
+        StreamPolicy.default_of("idle_timeout"), gt=0,
+        description="no camera frame for this long ends a session (a vanished browser)",
     )
     offer_rate_per_s: Optional[float] = Field(
         2.0, gt=0, description="offers per second per client address; null for no limit"
     )
-    offer_burst: int = Field(20, ge=1)
+    offer_burst: int = Field(StreamPolicy.default_of("offer_burst"), ge=1)
     auth_token: Optional[SecretStr] = Field(
         None, description="when set: the UI asks for it as password, /webrtc/* need `Authorization: Bearer`"
     )
@@ -76,12 +85,12 @@ class AppArgs(BaseModel):
 
     # --- outgoing video ----------------------------------------------------------------
     video_codec: Literal["vp8", "h264"] = Field(
-        "vp8",
+        VideoEncoding.codec,
         description="codec preferred for the video both ways (the other is the fallback when the browser lacks it); "
         "h264 encodes cheaper but makes aiortc-based clients encode H.264 too (see component/encoding.py)",
     )
     video_encoder_fast: bool = Field(
-        True,
+        VideoEncoding.fast,
         description="measured fast encoder options (H.264 ultrafast; VP8 cpu-used -10, no denoiser); false: aiortc's own",
     )
 
@@ -169,44 +178,27 @@ class AppArgs(BaseModel):
 
     @field_validator(
         "time_limit", "detector_initial_replicas", "idle_timeout", "offer_rate_per_s", "auth_token", "admin_token",
-        "turn_secret",
+        "turn_secret", "ice_port_min", "ice_port_max", "ice_advertised_address", "detector_look_back_period_s",
         mode="before",
     )
     @classmethod
     def _none(cls, value: Any) -> Any:
+        """CLI spellings of null: `key=`, `key=none`, `key=null`."""
         if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
             return None
         return value
 
     _split_lists = field_validator("ice_host_addresses", "trusted_proxies", "turn_urls", mode="before")(_split_csv)
 
-    @field_validator("trusted_proxies")
+    @field_validator("ice_servers", "detector_resources", "ingress_resources", mode="before")
     @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        parse_networks(value)  # raises naming the bad entry
-        return value
-
-    @field_validator("ice_servers", "detector_resources", mode="before")
-    @classmethod
-    def _json(cls, value: Any) -> Any:
+    def _json(cls, value: Any, info: ValidationInfo) -> Any:
+        """CLI values of list and dict fields arrive as JSON text; empty text: the field's
+        own empty default."""
         if isinstance(value, str):
-            return json.loads(value) if value.strip() else []
-        return value
-
-    @field_validator(
-        "ice_port_min", "ice_port_max", "ice_advertised_address", "detector_look_back_period_s", mode="before"
-    )
-    @classmethod
-    def _none_cluster(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
-            return None
-        return value
-
-    @field_validator("ingress_resources", mode="before")
-    @classmethod
-    def _json_dict(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return json.loads(value) if value.strip() else {}
+            return json.loads(value) if value.strip() else cls.model_fields[info.field_name].get_default(
+                call_default_factory=True
+            )
         return value
 
     @model_validator(mode="after")
@@ -260,6 +252,41 @@ class AppArgs(BaseModel):
         if initial is not None and not (self.detector_min_replicas <= initial <= self.detector_max_replicas):
             raise ValueError("detector_initial_replicas must lie between the min and max replicas")
         return self
+
+    @model_validator(mode="after")
+    def _policy_valid(self) -> "AppArgs":
+        # The policy's own invariants (e.g. trusted_proxies parse as networks) fail here,
+        # at start-up, not in the ingress replica that builds it again.
+        self.stream_policy()
+        return self
+
+    def stream_policy(self) -> StreamPolicy:
+        """The one `StreamPolicy` every session of the app runs under."""
+        return StreamPolicy(
+            stream_every=self.stream_every,
+            time_limit=self.time_limit,
+            concurrency_limit=self.max_sessions,
+            connect_timeout=self.connect_timeout,
+            idle_timeout=self.idle_timeout,
+            offer_rate=self.offer_rate_per_s,
+            offer_burst=self.offer_burst,
+            trusted_proxies=tuple(self.trusted_proxies),
+            encoding=self.video_encoding(),
+        )
+
+    def ingress_settings(self) -> IngressSettings:
+        """Everything the ingress deployment needs, built once here and handed to it."""
+        return IngressSettings(
+            title=self.title,
+            default_threshold=self.default_threshold,
+            render=self.render,
+            policy=self.stream_policy(),
+            ice=self.ice(),
+            model=self.model_spec(),
+            detector_timeout_s=self.detector_timeout_s,
+            auth_token=self.auth_token,
+            admin_token=self.admin_token,
+        )
 
     def ice(self) -> IceConfig:
         return IceConfig(

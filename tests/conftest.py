@@ -93,20 +93,22 @@ def short_app(serve_instance) -> ServedApp:
 @pytest.fixture
 async def serve_stream():
     """A `StreamServer` behind uvicorn on loopback, no Ray: `await serve_stream(fn,
-    routes={...}, **StreamConfig fields)` -> (base url, server). Torn down after the test."""
+    routes={...}, render=..., **StreamPolicy fields)` -> (base url, server). Torn down after the test."""
     import asyncio
 
     import uvicorn
     from fastapi import FastAPI
 
     from component import IceConfig, StreamConfig, StreamServer, mount_offer_routes
+    from component.policy import StreamPolicy
     from tests.helpers import wait_for
 
     servers = []
 
-    async def start(fn, routes: dict | None = None, **config):
+    async def start(fn, routes: dict | None = None, render: str = "server", **policy):
         stream = StreamServer(
-            StreamConfig(fn=fn, **config), IceConfig(host_addresses=(LOOPBACK,)), default_inputs=[0.5]
+            StreamConfig(fn=fn, policy=StreamPolicy(**policy), render=render),
+            IceConfig(host_addresses=(LOOPBACK,)), default_inputs=[0.5],
         )
         app = FastAPI()
         mount_offer_routes(app, stream, **(routes or {}))

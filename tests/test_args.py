@@ -84,3 +84,65 @@ def test_secrets_stay_out_of_reprs():
     assert "tok-123" not in shown and "cred-456" not in shown
     # ...but the browser of a session gets the TURN credential it needs.
     assert args.ice().browser_configuration()["iceServers"][0]["credential"] == "cred-456"
+
+
+def test_stream_policy_carries_every_session_setting():
+    """`AppArgs` -> `StreamPolicy` -> the ingress: each value set on the command line
+    arrives, none is replaced by a default on the way."""
+    from component.encoding import VideoEncoding
+
+    args = AppArgs.model_validate({
+        "stream_every": "0.2", "time_limit": "45", "max_sessions": "7", "connect_timeout": "9",
+        "idle_timeout": "4", "offer_rate_per_s": "3", "offer_burst": "5",
+        "trusted_proxies": "10.0.0.0/8", "video_codec": "h264", "video_encoder_fast": "false",
+    })
+    policy = args.stream_policy()
+    assert (policy.stream_every, policy.time_limit, policy.concurrency_limit, policy.connect_timeout) == (
+        0.2, 45.0, 7, 9.0
+    )
+    assert (policy.idle_timeout, policy.offer_rate, policy.offer_burst) == (4.0, 3.0, 5)
+    assert policy.trusted_proxies == ("10.0.0.0/8",)
+    assert policy.encoding == VideoEncoding(codec="h264", fast=False)
+    settings = args.ingress_settings()
+    assert settings.policy == policy and settings.ice == args.ice() and settings.model == args.model_spec()
+    assert (settings.title, settings.default_threshold, settings.render) == (
+        args.title, args.default_threshold, args.render
+    )
+
+
+def test_defaults_shared_with_the_component_come_from_the_policy():
+    from component.policy import StreamPolicy
+
+    args, policy = AppArgs(), StreamPolicy()
+    for name in ("stream_every", "connect_timeout", "idle_timeout", "offer_burst"):
+        assert getattr(args, name) == getattr(policy, name), name
+    assert args.video_encoding() == policy.encoding
+
+
+def test_empty_cli_values_mean_none_or_empty():
+    args = AppArgs.model_validate(
+        {"ice_port_min": "", "ice_advertised_address": "null", "detector_look_back_period_s": "none",
+         "ingress_resources": "", "detector_resources": " ", "ice_servers": ""}
+    )
+    assert args.ice_port_min is None and args.ice_advertised_address is None
+    assert args.detector_look_back_period_s is None
+    assert args.ingress_resources == {} and args.detector_resources == {} and args.ice_servers == []
+
+
+def test_a_bad_trusted_proxy_fails_at_startup_by_name():
+    with pytest.raises(ValidationError, match="not-an-ip"):
+        build(trusted_proxies="10.0.0.0/8,not-an-ip")
+
+
+def test_deployments_import_nothing_from_serve_app():
+    """serve_app builds the application and imports deployments, never the reverse."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, deployments.ingress, deployments.page\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'serve_app'))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

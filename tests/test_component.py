@@ -143,7 +143,33 @@ def test_webrtc_stream_sets_the_page_limits_and_checks_inputs():
     for name in ("time_limit", "connect_timeout", "rtc_configuration"):
         assert not callable(getattr(webrtc, name)), name
     assert server.default_inputs == (0.4,)
-    assert server.config.concurrency_limit == 3
+    assert server.policy.concurrency_limit == 3
+
+
+def test_webrtc_stream_takes_a_whole_policy():
+    from component.policy import StreamPolicy
+
+    policy = StreamPolicy(time_limit=20, connect_timeout=6, concurrency_limit=2, offer_rate=1.0)
+    with gr.Blocks():
+        webrtc = WebRTC()
+        server = webrtc.webrtc_stream(lambda f: Detections(), inputs=[webrtc], policy=policy)
+        other = WebRTC()
+        with pytest.raises(TypeError, match="time_limit"):
+            other.webrtc_stream(lambda f: None, inputs=[other], policy=policy, time_limit=5)
+    assert server.policy is policy
+    assert (webrtc.props["time_limit"], webrtc.props["connect_timeout"]) == (20, 6)
+    assert other.stream_server is None
+
+
+def test_keyword_defaults_are_the_policys():
+    from component.policy import StreamPolicy
+
+    with gr.Blocks():
+        webrtc = WebRTC()
+        server = webrtc.webrtc_stream(lambda f: None, inputs=[webrtc])
+    assert server.policy == StreamPolicy()
+    with pytest.raises(ValueError, match="stream_every"):
+        StreamPolicy(stream_every=-1)
 
 
 async def test_offer_server_function_answers_failures_in_the_protocol_shape():
@@ -191,7 +217,7 @@ def test_reference_stream_signature_runs_the_stream():
             concurrency_limit="default",
         )
     assert image.stream_server is server
-    assert server.config.time_limit == 10 and server.config.concurrency_limit is None
+    assert server.policy.time_limit == 10 and server.policy.concurrency_limit is None
     assert image.props["time_limit"] == 10
 
 

@@ -192,10 +192,11 @@ async def test_concurrency_limit_answers_busy_through_component_server(astronaut
 async def test_offer_rate_limit_applies_to_the_page_path(astronaut):
     """The page's offers go through component_server; they are rate-limited per
     client address like those on `POST /webrtc/offer`."""
+    from component.policy import StreamPolicy
+
     with gr.Blocks() as demo:
         webrtc = WebRTC()
-        server = webrtc.stream(fn=lambda f: None, inputs=[webrtc], outputs=[webrtc])
-    server.configure(offer_rate=0.01, offer_burst=1)
+        webrtc.webrtc_stream(fn=lambda f: None, inputs=[webrtc], policy=StreamPolicy(offer_rate=0.01, offer_burst=1))
     url = launch(demo)
     first = ComponentServerClient(url, webrtc._id, astronaut)
     second = ComponentServerClient(url, webrtc._id, astronaut)

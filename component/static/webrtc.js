@@ -453,9 +453,12 @@ async function start() {
     props.value = webrtcId;
     // Setting props.value re-renders the template: paint the state back right after.
     setTimeout(paint, 0);
-    // ICE that never completes (e.g. UDP blocked) ends here rather than hanging.
-    const limitS = Number(props.connect_timeout) || 15;
-    connectTimer = setTimeout(() => { if (conn === pc && connectedAt === null) stop('connect_timeout'); }, limitS * 1000);
+    // ICE that never completes (e.g. UDP blocked) ends here rather than hanging, after
+    // the server's own connect_timeout (a prop: set by webrtc_stream, which answered).
+    const limitS = Number(props.connect_timeout);
+    if (limitS > 0) {
+      connectTimer = setTimeout(() => { if (conn === pc && connectedAt === null) stop('connect_timeout'); }, limitS * 1000);
+    }
   } catch (e) {
     if (stale()) return;
     if (e && e.code) { stop(e.code, e.detail); return; }
