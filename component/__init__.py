@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from component.protocol import ErrorCode, OfferAnswer, OfferError, OfferRequest
     from component.routes import mount_offer_routes, offer_router
     from component.scheduler import FrameInput, ScaledInputFn
+    from component.policy import StreamPolicy
     from component.server import StreamConfig, StreamServer
     from component.webrtc import WebRTC
 
@@ -42,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "FrameInput": "component.scheduler",
     "ScaledInputFn": "component.scheduler",
     "StreamConfig": "component.server",
+    "StreamPolicy": "component.policy",
     "StreamServer": "component.server",
     "WebRTC": "component.webrtc",
 }
@@ -58,6 +60,7 @@ __all__ = [
     "OfferRequest",
     "ScaledInputFn",
     "StreamConfig",
+    "StreamPolicy",
     "StreamServer",
     "VideoEncoding",
     "WebRTC",
