@@ -18,7 +18,7 @@ from aiortc import RTCPeerConnection
 
 from component.client_address import ClientAddress
 from component.encoding import VideoEncoding
-from component.ice import IceConfig, apply_process_settings, strip_mdns_candidates
+from component.ice import IceConfig, check_process_ice, strip_mdns_candidates
 from component.memory import release_free_memory
 from component.metrics import StreamMetrics
 from component.ratelimit import RateLimiter
@@ -113,9 +113,9 @@ class StreamServer:
         self._sessions: dict[str, Session] = {}
         self._trim_pending = False
         self._executor: Optional[ThreadPoolExecutor] = None
-        # Conditional: an empty config must not undo settings the host already applied.
-        if ice.host_addresses or ice.port_range or ice.advertised_address:
-            apply_process_settings(ice)
+        # Host addresses, port range and advertised address are the host's to set for the
+        # whole process (`component.ice.claim_process_ice`): refused here if they differ.
+        check_process_ice(ice, user="StreamServer")
 
     def configure(self, metrics: Optional[StreamMetrics] = None, **changes: Any) -> None:
         """Apply host-level settings that the reference `webrtc_stream` API has no

@@ -17,7 +17,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from component import Detections, ScaledInputFn, WebRTC, mount_offer_routes
-from component.ice import apply_process_settings
+from component.ice import claim_process_ice
 from deployments.metrics import ServeStreamMetrics
 from deployments.models import FrameFailure, ModelInput, build_preprocessor
 if TYPE_CHECKING:  # serve_app imports this module to build the app
@@ -71,8 +71,8 @@ class Ingress:
         self.args = args
         self.detector = detector
         # Host addresses, UDP port range and advertised address hold for the whole
-        # replica process (aioice offers no per-connection option).
-        apply_process_settings(args.ice())
+        # replica process (aioice offers no per-connection option): the replica owns them.
+        claim_process_ice(args.ice(), owner=f"Ingress replica {_replica_id()}")
         self.preprocess = build_preprocessor(args.model_spec())
         self.webrtc: WebRTC | None = None
         _log_through_serve()
