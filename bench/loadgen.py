@@ -46,11 +46,13 @@ from bench.clients import RENDERS, BenchClient, ReferenceClient, make_client  # 
 from bench.loop import bench_image, encoded_loop  # noqa: E402,F401  (the sweep imports bench_image from here)
 from bench.procs import CpuMeter, loadavg, serve_patterns  # noqa: E402
 from bench.stats import fairness, growth, p95_slices, percentiles, percentiles_ms, session_window, spread  # noqa: E402,F401
-from component.ice import set_host_addresses  # noqa: E402
+from component.ice import IceConfig, claim_process_ice  # noqa: E402
 
 log = logging.getLogger("bench.loadgen")
 
 LOOPBACK = "127.0.0.1"
+# Every bench peer gathers on loopback only.
+LOOPBACK_ICE = IceConfig(host_addresses=(LOOPBACK,))
 SCHEMA = "rayrtc-bench/2"
 SLICES = 3  # a window's latency p95 per third: its growth shows lag building up
 
@@ -208,7 +210,7 @@ async def bring_up(clients: list[BenchClient], timeout: float) -> list[str]:
 
 def _worker_main(conn, spec: dict, sessions: int, fps: float, connect_timeout: float) -> None:
     """A load-generator process: `sessions` peers; reports windows when told t0/t1."""
-    set_host_addresses([LOOPBACK])
+    claim_process_ice(LOOPBACK_ICE, owner="bench load generator worker")
 
     async def go() -> None:
         await asyncio.to_thread(encoded_loop, "VP8", fps=int(round(fps)))  # before any session starts
@@ -282,7 +284,7 @@ async def run_step(target: Target, opts: StepOptions) -> dict:
 
     With several load-generator processes (`opts.procs`, or automatic on machines with
     more CPUs), each runs its share of the peers and reports its sessions' windows."""
-    set_host_addresses([LOOPBACK])
+    claim_process_ice(LOOPBACK_ICE, owner="bench load generator")
     procs = opts.n_procs()
     clients: list[BenchClient] = []
     workers: Optional[_Workers] = None

@@ -385,9 +385,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     opts = parse(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from component.ice import set_host_addresses
+    from component.ice import IceConfig, claim_process_ice
 
-    set_host_addresses(["127.0.0.1"])
+    claim_process_ice(IceConfig(host_addresses=("127.0.0.1",)), owner="bench sweep")
     opts.out.mkdir(parents=True, exist_ok=True)
     models = [m.strip() for m in opts.models.split(",") if m.strip()]
     unknown = [m for m in models if m != "haar" and m not in MODEL_FILES]

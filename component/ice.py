@@ -4,32 +4,57 @@ aiortc falls back to a public STUN server when given no configuration, and aioic
 gathers on every non-loopback interface with no option to narrow it. Both matter:
 the first sends traffic off the machine unasked, the second exposes addresses a
 deployment may not want (and makes loopback-only tests impossible). So every peer
-connection here is built from an explicit `IceConfig`, and the host addresses
-aioice gathers on are set process-wide through the one hook aioice offers.
+connection here is built from an explicit `IceConfig`.
 
-Deployments behind firewalls and NAT need two more knobs that aioice lacks, set the
-same process-wide way by `apply_process_settings(ice)`:
+Three of its knobs aioice only takes per process (`ProcessIceSettings`):
+- host addresses: aioice gathers on what `aioice.ice.get_host_addresses` returns;
+  we replace that function;
 - a UDP port range: aioice binds every host candidate with
-  `loop.create_datagram_endpoint(local_addr=(address, 0))` (a kernel-chosen port);
-  we bind those sockets ourselves inside [port_min, port_max], skipping ports in use;
+  `asyncio.get_running_loop().create_datagram_endpoint(local_addr=(address, 0))`
+  (a kernel-chosen port); the `asyncio` that aioice.ice sees hands out a loop that
+  binds those sockets inside [port_min, port_max], skipping ports in use;
 - an advertised address for 1:1 NAT (a cloud VM's public IP, a Kubernetes node's
-  external IP): every host candidate gets a server-reflexive twin with that address
-  and the same port, exactly what a STUN server would have told aioice.
+  external IP): `Connection.get_component_candidates` is wrapped so every host
+  candidate gets a server-reflexive twin with that address and the same port,
+  exactly what a STUN server would have told aioice.
+
+Process-wide state needs one owner, or the last writer silently wins. So:
+- The host claims it: `claim_process_ice(ice, owner=...)`. The first claim installs
+  the seam; a later claim with the same settings is a no-op; a different one raises
+  `ProcessIceConflict`, naming both owners and the settings that differ. Settings are
+  compared whole: a second claim that only adds a port range is a conflict too.
+  Hosts: the ingress replica (one claim in `Ingress.__init__`); in plain Gradio,
+  `WebRTC.webrtc_stream` of a component whose `IceConfig` sets any of the three knobs
+  (so the first such component owns the process and a conflicting second one fails
+  while the app is being built, before launch); a test session (tests/conftest.py);
+  a bench client. A component whose `IceConfig` sets none of them claims nothing and
+  its connections use whatever the host claimed.
+- `StreamServer` only checks (`check_process_ice`): an `IceConfig` whose process-wide
+  settings are not the ones in force is refused, never applied behind the host's back.
+- `release_process_ice()` drops the claim and gives aioice its own functions back;
+  `scoped_process_ice(...)` sets the current claim aside for a block (tests that host
+  another configuration for a while).
+- The seam depends on aioice internals, so the aioice version is bounded in
+  pyproject.toml, every first claim checks those internals are still there
+  (`check_aioice_seam`), and tests/test_cluster_ice.py pins their behaviour.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import inspect
 import ipaddress
 import logging
 import os
 import random
 import re
 import socket
+import threading
 import types
-from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Iterator, Literal, Optional
 
 import aioice.ice
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
@@ -148,29 +173,118 @@ class IceConfig(BaseModel):
     def mints_credentials(self) -> bool:
         return self.turn_rest is not None
 
+    @property
+    def sets_process_settings(self) -> bool:
+        """Whether this config sets any knob aioice only takes per process (host
+        addresses, port range, advertised address): see `claim_process_ice`."""
+        return bool(self.host_addresses or self.port_range or self.advertised_address)
+
 
 # --- process-wide settings of aioice ---------------------------------------------------
 # aioice reads its host addresses from a module-level function and binds its sockets
 # through the running loop, so these settings are per process: one ingress replica is
-# one process with one configuration.
+# one process with one configuration, and exactly one claim (see the module docstring).
+
+ADVERTISED_ADDRESS_ENV = "RAYRTC_ICE_ADVERTISED_ADDRESS"
+
+
+def node_advertised_address() -> Optional[str]:
+    """The node's own public address from `RAYRTC_ICE_ADVERTISED_ADDRESS`, if set.
+
+    One app spans several ingress nodes, each behind its own 1:1 NAT address; an
+    address set in the node's environment (where `ray start` runs, inherited by its
+    workers) wins over the app-wide `advertised_address`.
+    """
+    value = os.environ.get(ADVERTISED_ADDRESS_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{ADVERTISED_ADDRESS_ENV} must be an IP address, not {value!r}") from None
+    return value
 
 
 @dataclass(frozen=True)
 class ProcessIceSettings:
+    """The part of an `IceConfig` that aioice takes per process. Empty fields: aioice's
+    own behaviour for that knob (every non-loopback interface, kernel-chosen ports, no
+    advertised address)."""
+
     host_addresses: tuple[str, ...] = ()
     port_range: Optional[tuple[int, int]] = None
     advertised_address: Optional[str] = None
 
+    @classmethod
+    def of(cls, ice: IceConfig) -> "ProcessIceSettings":
+        """`ice`'s process-wide settings; the node's `RAYRTC_ICE_ADVERTISED_ADDRESS`
+        wins over its advertised address."""
+        return cls(
+            host_addresses=tuple(ice.host_addresses),
+            port_range=ice.port_range,
+            advertised_address=node_advertised_address() or ice.advertised_address,
+        )
 
-_settings = ProcessIceSettings()
-_original_get_host_addresses = aioice.ice.get_host_addresses
-_original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+    def differences(self, other: "ProcessIceSettings") -> list[str]:
+        """`name: mine != theirs` for each field that differs."""
+        return [
+            f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+
+@dataclass(frozen=True)
+class IceClaim:
+    """Who set this process's ICE settings, and to what."""
+
+    settings: ProcessIceSettings
+    owner: str
+
+
+class ProcessIceConflict(RuntimeError):
+    """ICE settings for a process that has other ones (or, for a `StreamServer`, none
+    claimed): refused, nothing changed."""
+
+    def __init__(self, held: Optional[IceClaim], wanted: IceClaim) -> None:
+        self.held, self.wanted = held, wanted
+        if held is None:
+            message = (
+                f"{wanted.owner} needs process-wide ICE settings {wanted.settings}, but none "
+                "were claimed in this process: the host claims them first with "
+                "component.ice.claim_process_ice(ice, owner=...) (WebRTC.webrtc_stream and "
+                "the ingress replica do)."
+            )
+        else:
+            message = (
+                f"{wanted.owner} asked for process-wide ICE settings that differ from those "
+                f"{held.owner} set ({'; '.join(held.settings.differences(wanted.settings))}). "
+                "aioice applies host addresses, UDP port range and advertised address to "
+                "every peer connection of a process, so a process has one such "
+                "configuration: give both the same settings, leave them out of the second "
+                "(it then uses the first one's), or serve the second from its own process."
+            )
+        super().__init__(message)
+
+
+_claim: Optional[IceClaim] = None
+_claim_lock = threading.Lock()
+# aioice's own functions (None if a new aioice lacks them: `check_aioice_seam` says so).
+_ORIGINAL_GET_HOST_ADDRESSES = getattr(aioice.ice, "get_host_addresses", None)
+_ORIGINAL_GET_COMPONENT_CANDIDATES = getattr(aioice.ice.Connection, "get_component_candidates", None)
+# What `_get_component_candidates` is called with, and passes on.
+_COMPONENT_CANDIDATES_PARAMETERS = ["self", "component", "addresses", "timeout"]
+
+
+def _settings_in_force() -> ProcessIceSettings:
+    claim = _claim
+    return ProcessIceSettings() if claim is None else claim.settings
 
 
 def _configured_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    addresses = _settings.host_addresses
+    addresses = _settings_in_force().host_addresses
     if not addresses:
-        return _original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+        return _ORIGINAL_GET_HOST_ADDRESSES(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
     return [a for a in addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
 
@@ -232,7 +346,7 @@ class _AsyncioForAioice(types.ModuleType):
     @staticmethod
     def get_running_loop() -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        port_range = _settings.port_range
+        port_range = _settings_in_force().port_range
         return loop if port_range is None else _PortRangeLoop(loop, port_range)  # type: ignore[return-value]
 
 
@@ -252,8 +366,8 @@ def advertised_candidate(host: Candidate, address: str) -> Candidate:
 
 
 async def _get_component_candidates(self, component: int, addresses: list[str], timeout: int = 5):
-    candidates = await _original_get_component_candidates(self, component, addresses, timeout)
-    advertised = _settings.advertised_address
+    candidates = await _ORIGINAL_GET_COMPONENT_CANDIDATES(self, component, addresses, timeout)
+    advertised = _settings_in_force().advertised_address
     if advertised:
         version = ipaddress.ip_address(advertised).version
         candidates += [
@@ -264,74 +378,107 @@ async def _get_component_candidates(self, component: int, addresses: list[str], 
     return candidates
 
 
+def check_aioice_seam() -> None:
+    """Raise RuntimeError naming what is missing if aioice no longer has what the seam
+    replaces (checked at every first claim, so a changed aioice fails at startup instead
+    of silently ignoring the port range)."""
+    problems = []
+    if not callable(_ORIGINAL_GET_HOST_ADDRESSES):
+        problems.append("aioice.ice.get_host_addresses is gone")
+    if _ORIGINAL_GET_COMPONENT_CANDIDATES is None:
+        problems.append("aioice.ice.Connection.get_component_candidates is gone")
+    else:
+        parameters = list(inspect.signature(_ORIGINAL_GET_COMPONENT_CANDIDATES).parameters)
+        if parameters != _COMPONENT_CANDIDATES_PARAMETERS:
+            problems.append(
+                "aioice.ice.Connection.get_component_candidates takes "
+                f"{parameters}, not {_COMPONENT_CANDIDATES_PARAMETERS}"
+            )
+    if not isinstance(getattr(aioice.ice, "asyncio", None), types.ModuleType):
+        problems.append("aioice.ice no longer has the `asyncio` module attribute it reaches the loop through")
+    if problems:
+        raise RuntimeError(
+            f"aioice {getattr(aioice, '__version__', '?')} changed what component.ice patches: "
+            + "; ".join(problems)
+        )
+
+
 def _install() -> None:
     aioice.ice.get_host_addresses = _configured_host_addresses
     aioice.ice.Connection.get_component_candidates = _get_component_candidates
-    if not isinstance(aioice.ice.asyncio, _AsyncioForAioice):
-        aioice.ice.asyncio = _AsyncioForAioice("asyncio")
+    aioice.ice.asyncio = _AsyncioForAioice("asyncio")
 
 
-def current_process_settings() -> ProcessIceSettings:
-    return _settings
+def _uninstall() -> None:
+    aioice.ice.get_host_addresses = _ORIGINAL_GET_HOST_ADDRESSES
+    aioice.ice.Connection.get_component_candidates = _ORIGINAL_GET_COMPONENT_CANDIDATES
+    aioice.ice.asyncio = asyncio
 
 
-def restore_process_settings(settings: ProcessIceSettings) -> None:
-    """Put back what `current_process_settings()` returned (tests)."""
-    global _settings
-    _settings = settings
-    _install()
+def claim_process_ice(ice: IceConfig | ProcessIceSettings, owner: str) -> ProcessIceSettings:
+    """Make `ice`'s host addresses, UDP port range and advertised address (or the
+    node's `RAYRTC_ICE_ADVERTISED_ADDRESS`) hold for every peer connection this process
+    creates from now on, on behalf of `owner` (named in errors and logs).
 
-
-ADVERTISED_ADDRESS_ENV = "RAYRTC_ICE_ADVERTISED_ADDRESS"
-
-
-def node_advertised_address() -> Optional[str]:
-    """The node's own public address from `RAYRTC_ICE_ADVERTISED_ADDRESS`, if set.
-
-    One app spans several ingress nodes, each behind its own 1:1 NAT address; an
-    address set in the node's environment (where `ray start` runs, inherited by its
-    workers) wins over the app-wide `advertised_address`.
+    The first claim installs them; a claim of the same settings is a no-op; a claim of
+    different settings raises `ProcessIceConflict` and changes nothing. Call it in the
+    host before the first offer. Returns the settings in force.
     """
-    value = os.environ.get(ADVERTISED_ADDRESS_ENV, "").strip()
-    if not value:
-        return None
+    global _claim
+    settings = ice if isinstance(ice, ProcessIceSettings) else ProcessIceSettings.of(ice)
+    with _claim_lock:
+        if _claim is None:
+            check_aioice_seam()
+            _claim = IceClaim(settings, owner)
+            _install()
+            log.info("process ICE settings %s, owned by %s", settings, owner)
+        elif _claim.settings != settings:
+            raise ProcessIceConflict(_claim, IceClaim(settings, owner))
+    return settings
+
+
+def process_ice_claim() -> Optional[IceClaim]:
+    """The claim in force, or None (aioice's own behaviour)."""
+    return _claim
+
+
+def release_process_ice() -> Optional[IceClaim]:
+    """Drop the claim and give aioice back its own functions; returns the claim that
+    was released. For tests and tools that host one configuration after another."""
+    global _claim
+    with _claim_lock:
+        released, _claim = _claim, None
+        if released is not None:
+            _uninstall()
+    return released
+
+
+@contextlib.contextmanager
+def scoped_process_ice(ice: IceConfig | ProcessIceSettings | None, owner: str) -> Iterator[Optional[ProcessIceSettings]]:
+    """Set the current claim aside, claim `ice` for the block (None: leave the process
+    unclaimed), then release whatever is claimed and reinstate the claim set aside.
+    For tests that host another configuration for a while."""
+    previous = release_process_ice()
     try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"{ADVERTISED_ADDRESS_ENV} must be an IP address, not {value!r}") from None
-    return value
+        yield None if ice is None else claim_process_ice(ice, owner)
+    finally:
+        release_process_ice()
+        if previous is not None:
+            claim_process_ice(previous.settings, previous.owner)
 
 
-def apply_process_settings(ice: IceConfig) -> ProcessIceSettings:
-    """Apply `ice`'s host addresses, UDP port range and advertised address (or the
-    node's `RAYRTC_ICE_ADVERTISED_ADDRESS`) to every peer connection this process
-    creates from now on; returns the previous settings.
-
-    Call it once per process (the ingress replica) before the first offer; an empty
-    field restores aioice's default for that knob.
-    """
-    previous = _settings
-    restore_process_settings(
-        ProcessIceSettings(
-            host_addresses=tuple(ice.host_addresses),
-            port_range=ice.port_range,
-            advertised_address=node_advertised_address() or ice.advertised_address,
-        )
-    )
-    return previous
-
-
-def set_host_addresses(addresses: Sequence[str]) -> None:
-    """Restrict the addresses aioice gathers host candidates on, for this process,
-    leaving the port range and advertised address as they are. Passing () restores
-    aioice's default."""
-    global _settings
-    _settings = ProcessIceSettings(
-        host_addresses=tuple(addresses),
-        port_range=_settings.port_range,
-        advertised_address=_settings.advertised_address,
-    )
-    _install()
+def check_process_ice(ice: IceConfig, user: str) -> None:
+    """Refuse an `IceConfig` whose process-wide settings (if it sets any) are not the
+    ones in force: applying them here would override the host's, ignoring them would
+    drop them silently."""
+    if not ice.sets_process_settings:
+        return
+    wanted = ProcessIceSettings.of(ice)
+    claim = _claim
+    if claim is None:
+        raise ProcessIceConflict(None, IceClaim(wanted, user))
+    if claim.settings != wanted:
+        raise ProcessIceConflict(claim, IceClaim(wanted, user))
 
 
 def strip_mdns_candidates(sdp: str) -> str:

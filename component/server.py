@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 from aiortc import RTCPeerConnection
 
 from component.client_address import ClientAddress
-from component.ice import IceConfig, apply_process_settings, strip_mdns_candidates
+from component.ice import IceConfig, check_process_ice, strip_mdns_candidates
 from component.memory import release_free_memory
 from component.metrics import StreamMetrics
 from component.policy import StreamPolicy
@@ -95,9 +95,9 @@ class StreamServer:
         self._sessions: dict[str, Session] = {}
         self._trim_pending = False
         self._executor: Optional[ThreadPoolExecutor] = None
-        # Conditional: an empty config must not undo settings the host already applied.
-        if ice.host_addresses or ice.port_range or ice.advertised_address:
-            apply_process_settings(ice)
+        # Host addresses, port range and advertised address are the host's to set for the
+        # whole process (`component.ice.claim_process_ice`): refused here if they differ.
+        check_process_ice(ice, user="StreamServer")
 
     # -- queries ------------------------------------------------------------------
     def __len__(self) -> int:

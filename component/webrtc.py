@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 import gradio as gr
 from gradio.components.base import server
 
-from component.ice import IceConfig, IceServer
+from component.ice import IceConfig, IceServer, claim_process_ice
 from component.metrics import StreamMetrics
 from component.overlay_channel import returns_only_images
 from component.policy import StreamPolicy
@@ -155,7 +155,9 @@ class WebRTC(gr.HTML):
             rtc_configuration: ICE servers (STUN/TURN) and transport policy, as an
                 `IceConfig` or the browser's RTCConfiguration dict; used by both ends.
                 An `IceConfig` may also pin the server's host addresses, UDP port range
-                and advertised address.
+                and advertised address; those hold for the whole process, so
+                `webrtc_stream` claims them and refuses a component whose settings
+                differ from an earlier one's (see `component.ice.claim_process_ice`).
             mode: "send-receive" (camera in, video out), "receive" (server-made video
                 only) or "send" (camera in, nothing back).
             track_constraints: getUserMedia video constraints, e.g.
@@ -280,6 +282,10 @@ class WebRTC(gr.HTML):
                 "sends detections (the page draws them on its own camera picture): return "
                 "Detections, or use render='server'"
             )
+        if self.ice.sets_process_settings:
+            # aioice takes these per process: in plain Gradio the first component that sets
+            # them owns them, and a different setting fails here, before launch.
+            claim_process_ice(self.ice, owner=f"WebRTC(label={self.label!r}, elem_id={self.elem_id!r})")
         frame_index = inputs.index(self)
         others = [c for c in inputs if c is not self]
         self.stream_server = StreamServer(

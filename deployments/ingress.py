@@ -20,7 +20,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from component import Detections, ScaledInputFn, WebRTC, mount_offer_routes
-from component.ice import apply_process_settings
+from component.ice import claim_process_ice
 from deployments.ingress_settings import IngressSettings
 from deployments.metrics import ServeStreamMetrics
 from deployments.models import FrameFailure, ModelInput, build_preprocessor
@@ -74,8 +74,8 @@ class Ingress:
         self.settings = settings
         self.detector = detector
         # Host addresses, UDP port range and advertised address hold for the whole
-        # replica process (aioice offers no per-connection option).
-        apply_process_settings(settings.ice)
+        # replica process (aioice offers no per-connection option): the replica owns them.
+        claim_process_ice(settings.ice, owner=f"Ingress replica {_replica_id()}")
         self.preprocess = build_preprocessor(settings.model)
         self.webrtc: WebRTC | None = None
         _log_through_serve()

@@ -104,10 +104,10 @@ def hop_times(handle, n: int) -> dict:
 
 async def stream(url: str, host_a: str, seconds: float) -> dict:
     from component.client import StreamClient
-    from component.ice import set_host_addresses
+    from component.ice import IceConfig, claim_process_ice
     from tests.helpers import green_mask, photo
 
-    set_host_addresses([host_a])
+    claim_process_ice(IceConfig(host_addresses=(host_a,)), owner="cluster_netns_nodes' client")
     client = StreamClient(url, photo("astronaut")[:256, 128:384].copy(), fps=10)
     try:
         answer = await client.connect()

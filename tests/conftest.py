@@ -18,11 +18,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from component.ice import set_host_addresses
+from component.ice import IceConfig, claim_process_ice
 from tests.helpers import ADMIN_TOKEN, LOOPBACK, free_port
 
-# Both ends of every test peer connection gather on loopback only.
-set_host_addresses([LOOPBACK])
+# Both ends of every test peer connection gather on loopback only: the test session is
+# the host that owns this process's ICE settings (tests that need others for a while
+# use `component.ice.scoped_process_ice`).
+claim_process_ice(IceConfig(host_addresses=(LOOPBACK,)), owner="the test session (tests/conftest.py)")
 
 
 @dataclass(frozen=True)

@@ -554,11 +554,11 @@ async def test_camera_permission_denied_is_explained(playwright_instance, netns,
 def veth_ice(netns):
     """Let this process's aiortc gather on the veth pair (for the in-process plain
     Gradio apps), and put the test session's loopback setting back afterwards."""
-    from component.ice import IceConfig, current_process_settings, restore_process_settings
+    from component.ice import IceConfig, scoped_process_ice
 
-    previous = current_process_settings()
-    yield IceConfig(host_addresses=(netns.host_ip,))
-    restore_process_settings(previous)
+    ice = IceConfig(host_addresses=(netns.host_ip,))
+    with scoped_process_ice(ice, owner="test_browser (plain Gradio on the veth pair)"):
+        yield ice
 
 
 async def test_plain_gradio_example_in_the_browser(context, netns, camera, veth_ice):

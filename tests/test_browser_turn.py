@@ -168,24 +168,23 @@ async def test_a_broken_turn_server_gets_a_clear_message(context, netns, coturn,
         url, secret = f"turn:{netns.host_ip}:{free_udp_tcp_port(netns.host_ip)}?transport=udp", SECRET
     else:  # coturn is up, but the app's secret is not coturn's
         url, secret = coturn.url, "not-" + SECRET
-    from component.ice import current_process_settings, restore_process_settings
+    from component.ice import IceConfig, scoped_process_ice
 
-    # The page's component applies its host addresses to this whole process (aioice has
-    # no per-connection setting): put the test session's loopback setting back after.
-    previous = current_process_settings()
-    demo, page = await _broken_turn_page(context, netns, url, secret)
-    try:
-        t0 = time.monotonic()
-        await page.click("#webrtc .rtc-toggle")
-        got = await wait_state(page, "webrtc", "error", 15)
-        elapsed = time.monotonic() - t0
-        print(f"TURN {case}: {got} after {elapsed:.1f} s")
-        assert got["reason"] == reason, got
-        assert words in got["text"], got
-        assert await page.text_content("#webrtc .rtc-toggle") == "Start"
-        if case == "refused":
-            assert coturn.refused(), "coturn logged no refusal"
-    finally:
-        await page.close()
-        demo.close()
-        restore_process_settings(previous)
+    # The page's component claims its host addresses for this whole process (aioice has
+    # no per-connection setting): the test session's loopback claim is set aside meanwhile.
+    with scoped_process_ice(IceConfig(host_addresses=(netns.host_ip,)), owner="test_browser_turn (plain Gradio)"):
+        demo, page = await _broken_turn_page(context, netns, url, secret)
+        try:
+            t0 = time.monotonic()
+            await page.click("#webrtc .rtc-toggle")
+            got = await wait_state(page, "webrtc", "error", 15)
+            elapsed = time.monotonic() - t0
+            print(f"TURN {case}: {got} after {elapsed:.1f} s")
+            assert got["reason"] == reason, got
+            assert words in got["text"], got
+            assert await page.text_content("#webrtc .rtc-toggle") == "Start"
+            if case == "refused":
+                assert coturn.refused(), "coturn logged no refusal"
+        finally:
+            await page.close()
+            demo.close()

@@ -1,12 +1,12 @@
 """Media networking knobs for firewalls and NAT: a pinned UDP port range and an
-advertised 1:1 NAT address, in aioice directly and through a served app. Loopback only:
+advertised 1:1 NAT address, in aioice directly and through a served app; one owner of
+those process-wide settings per process; what the seam relies on in aioice. Loopback only:
 an advertised address that is not local is removed from the answer before the test
 client sees it, so no packet is ever sent to it."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import random
 import socket
@@ -15,11 +15,16 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from component.ice import (
+    IceClaim,
     IceConfig,
-    apply_process_settings,
+    ProcessIceConflict,
+    ProcessIceSettings,
     bind_udp_in_range,
-    current_process_settings,
-    restore_process_settings,
+    check_aioice_seam,
+    claim_process_ice,
+    process_ice_claim,
+    release_process_ice,
+    scoped_process_ice,
 )
 from tests.cluster_support import StickyClient, app_args
 from tests.helpers import LOOPBACK, photo, wait_for
@@ -68,15 +73,6 @@ def free_port_block(size: int) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError("no free UDP port block")
-
-
-@contextlib.contextmanager
-def process_ice(ice: IceConfig):
-    previous = apply_process_settings(ice)
-    try:
-        yield
-    finally:
-        restore_process_settings(previous)
 
 
 async def connected_pair(offer_ice: IceConfig, answer_ice: IceConfig, answer_filter=None):
@@ -131,8 +127,8 @@ def test_ice_config_validates_range_and_address():
 async def test_process_settings_pin_ports_and_add_advertised_candidates():
     base = free_port_block(8)
     ice = IceConfig(host_addresses=(LOOPBACK,), port_min=base, port_max=base + 7, advertised_address=DOC_ADDRESS)
-    before = current_process_settings()
-    with process_ice(ice):
+    before = process_ice_claim()
+    with scoped_process_ice(ice, owner="test_process_settings_pin_ports"):
         peers = []
         try:
             for _ in range(3):
@@ -155,7 +151,7 @@ async def test_process_settings_pin_ports_and_add_advertised_candidates():
             assert len(ports) == 6
         finally:
             await asyncio.gather(*(p.close() for p in peers))
-    assert current_process_settings() == before
+    assert process_ice_claim() == before
 
 
 async def test_a_peer_that_only_sees_the_advertised_address_connects():
@@ -163,7 +159,7 @@ async def test_a_peer_that_only_sees_the_advertised_address_connects():
     and the peer is given the advertised (srflx) candidates only."""
     base = free_port_block(4)
     ice = IceConfig(host_addresses=(LOOPBACK,), port_min=base, port_max=base + 3, advertised_address=LOOPBACK)
-    with process_ice(ice):
+    with scoped_process_ice(ice, owner="test_a_peer_that_only_sees_the_advertised_address"):
         a, b, answer = await connected_pair(
             IceConfig(), IceConfig(), lambda sdp: drop_candidates(sdp, lambda c: c["type"] == "srflx")
         )
@@ -174,6 +170,117 @@ async def test_a_peer_that_only_sees_the_advertised_address_connects():
         finally:
             await a.close()
             await b.close()
+
+
+# --- one owner per process ---------------------------------------------------------------
+async def test_a_second_conflicting_ice_configuration_is_refused_and_the_first_still_binds():
+    """The bug this guards: a second component used to reset the first one's port range
+    silently (last writer won). Now it is refused by name, and connections keep binding
+    in the first range."""
+    base = free_port_block(8)
+    first = IceConfig(host_addresses=(LOOPBACK,), port_min=base, port_max=base + 7)
+    with scoped_process_ice(first, owner="first host"):
+        claim_process_ice(IceConfig(host_addresses=(LOOPBACK,), port_min=base, port_max=base + 7), owner="twin")
+        with pytest.raises(ProcessIceConflict) as info:
+            claim_process_ice(
+                IceConfig(host_addresses=(LOOPBACK,), port_min=base + 100, port_max=base + 107), owner="second host"
+            )
+        message = str(info.value)
+        assert "first host" in message and "second host" in message, message
+        assert f"port_range: ({base}, {base + 7}) != ({base + 100}, {base + 107})" in message, message
+        assert "host_addresses" not in message, message  # only what differs is named
+        # Adding a knob is a different configuration too.
+        with pytest.raises(ProcessIceConflict, match="advertised_address: None != '203.0.113.7'"):
+            claim_process_ice(first.model_copy(update={"advertised_address": DOC_ADDRESS}), owner="third host")
+        assert process_ice_claim() == IceClaim(ProcessIceSettings.of(first), "first host")
+
+        # A real pair (explicit, empty ICE server lists) still binds in the first range.
+        a, b, answer = await connected_pair(IceConfig(), IceConfig())
+        try:
+            for sdp in (a.localDescription.sdp, answer):
+                hosts = [c for c in candidates(sdp) if c["type"] == "host"]
+                assert hosts and all(c["host"] == LOOPBACK and base <= c["port"] <= base + 7 for c in hosts), sdp
+            await wait_for(lambda: a.connectionState == b.connectionState == "connected", 10, what="pair connected")
+        finally:
+            await a.close()
+            await b.close()
+
+
+def test_plain_gradio_components_claim_at_webrtc_stream_and_a_stream_server_only_checks():
+    import gradio as gr
+
+    from component import StreamConfig, StreamServer, WebRTC
+
+    base = free_port_block(4)
+    pinned = IceConfig(host_addresses=(LOOPBACK,), port_min=base, port_max=base + 3)
+    other = IceConfig(host_addresses=(LOOPBACK,), port_min=base + 10, port_max=base + 13)
+    with scoped_process_ice(None, owner="nobody"):
+        with pytest.raises(ProcessIceConflict, match="none were claimed"):
+            StreamServer(StreamConfig(fn=lambda frame: None), pinned)  # it never claims itself
+        with gr.Blocks():
+            a = WebRTC(label="first", rtc_configuration=pinned)
+            a.webrtc_stream(fn=lambda frame: None, inputs=[a])
+            owner = process_ice_claim().owner
+            assert "'first'" in owner and process_ice_claim().settings.port_range == (base, base + 3)
+            same = WebRTC(label="same", rtc_configuration=pinned)
+            same.webrtc_stream(fn=lambda frame: None, inputs=[same])
+            # No process-wide knob: claims nothing, uses the first component's settings.
+            plain = WebRTC(label="plain")
+            plain.webrtc_stream(fn=lambda frame: None, inputs=[plain])
+            clash = WebRTC(label="clash", rtc_configuration=other)
+            with pytest.raises(ProcessIceConflict) as info:
+                clash.webrtc_stream(fn=lambda frame: None, inputs=[clash])
+            assert "'first'" in str(info.value) and "'clash'" in str(info.value), info.value
+            assert clash.stream_server is None
+        with pytest.raises(ProcessIceConflict, match="StreamServer"):
+            StreamServer(StreamConfig(fn=lambda frame: None), other)
+        assert process_ice_claim().owner == owner
+    assert process_ice_claim().settings == ProcessIceSettings(host_addresses=(LOOPBACK,))  # the session's
+
+
+# --- what the seam relies on in aioice -------------------------------------------------------
+async def test_aioice_still_gathers_through_what_the_seam_replaces():
+    """Fails if aioice stops calling what component.ice replaces: a bare aioice
+    Connection (no STUN, no TURN) must gather on the claimed address (aioice itself
+    skips loopback), bind in the claimed range and carry the advertised twin."""
+    import aioice
+
+    check_aioice_seam()
+    base = free_port_block(4)
+    with scoped_process_ice(None, owner="nobody"):
+        # Unclaimed: aioice's own functions, and its own choice leaves loopback out.
+        assert aioice.ice.asyncio is asyncio
+        assert LOOPBACK not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+        ice = IceConfig(host_addresses=(LOOPBACK,), port_min=base, port_max=base + 3, advertised_address=DOC_ADDRESS)
+        claim_process_ice(ice, owner="test_aioice_still_gathers")
+        connection = aioice.Connection(ice_controlling=True, components=1)
+        try:
+            await connection.gather_candidates()
+            found = [(c.type, c.host, c.port) for c in connection.local_candidates]
+        finally:
+            await connection.close()
+        hosts = [port for kind, host, port in found if kind == "host" and host == LOOPBACK]
+        assert hosts and all(base <= port <= base + 3 for port in hosts), found
+        assert sorted(port for kind, host, port in found if kind == "srflx" and host == DOC_ADDRESS) == sorted(hosts)
+        assert {kind for kind, _, _ in found} == {"host", "srflx"}, found
+        release_process_ice()
+        assert aioice.ice.asyncio is asyncio and aioice.ice.get_host_addresses is not None
+        assert LOOPBACK not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+
+
+def test_a_changed_aioice_is_named_at_the_first_claim(monkeypatch):
+    """aioice cannot be made to change for real here: its method is swapped for one with
+    another signature, as a new aioice release might have it."""
+    import component.ice as ice_module
+
+    async def renamed(self, component, addresses, timeout=5, family=None):  # pragma: no cover
+        return []
+
+    with scoped_process_ice(None, owner="nobody"), monkeypatch.context() as patch:
+        patch.setattr(ice_module, "_ORIGINAL_GET_COMPONENT_CANDIDATES", renamed)
+        with pytest.raises(RuntimeError, match=r"get_component_candidates takes \[.*'family'\]"):
+            claim_process_ice(IceConfig(host_addresses=(LOOPBACK,)), owner="test")
+        assert process_ice_claim() is None
 
 
 # --- through Serve ------------------------------------------------------------------------
@@ -222,11 +329,9 @@ def test_node_environment_overrides_the_advertised_address(monkeypatch):
 
     ice = IceConfig(host_addresses=(LOOPBACK,), advertised_address=DOC_ADDRESS)
     monkeypatch.setenv(ADVERTISED_ADDRESS_ENV, "198.51.100.4")
-    with process_ice(ice):
-        assert current_process_settings().advertised_address == "198.51.100.4"
+    assert ProcessIceSettings.of(ice).advertised_address == "198.51.100.4"
     monkeypatch.setenv(ADVERTISED_ADDRESS_ENV, "")
-    with process_ice(ice):
-        assert current_process_settings().advertised_address == DOC_ADDRESS
+    assert ProcessIceSettings.of(ice).advertised_address == DOC_ADDRESS
     monkeypatch.setenv(ADVERTISED_ADDRESS_ENV, "node-7.example")
     with pytest.raises(ValueError, match=ADVERTISED_ADDRESS_ENV):
-        apply_process_settings(ice)
+        ProcessIceSettings.of(ice)

@@ -21,7 +21,7 @@ from aiortc.codecs import get_decoder
 from aiortc.rtcrtpreceiver import decoder_worker
 
 from component.client import ImageTrack, read_frame_id, stamp_frame_id
-from component.ice import IceConfig, apply_process_settings, restore_process_settings, strip_mdns_candidates
+from component.ice import IceConfig, scoped_process_ice, strip_mdns_candidates
 from component.receive import (
     DECODER_ERROR_ATTR,
     DECODER_QUEUE_ATTR,
@@ -97,9 +97,8 @@ async def test_newest_frame_queue_keeps_the_newest_and_delivers_the_end():
 
 @pytest.fixture
 def loopback_ice():
-    previous = apply_process_settings(IceConfig(host_addresses=(LOOPBACK,)))
-    yield
-    restore_process_settings(previous)
+    with scoped_process_ice(IceConfig(host_addresses=(LOOPBACK,)), owner="test_receive_seam"):
+        yield
 
 
 async def test_slow_consumer_on_a_real_pair_only_sees_recent_frames(loopback_ice):

@@ -7,12 +7,12 @@ import asyncio
 import sys
 
 from component.client import StreamClient
-from component.ice import set_host_addresses
+from component.ice import IceConfig, claim_process_ice
 from tests.helpers import photo
 
 
 async def main(url: str) -> None:
-    set_host_addresses(["127.0.0.1"])
+    claim_process_ice(IceConfig(host_addresses=("127.0.0.1",)), owner="vanishing_client")
     client = StreamClient(url, photo("astronaut"), fps=10)
     await client.connect()
     await client.wait_connected()
