@@ -17,6 +17,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from component import Detections, ScaledInputFn, WebRTC, mount_offer_routes
+from component.gradio_queue import slow_idle_polling
 from component.ice import apply_process_settings
 from deployments.metrics import ServeStreamMetrics
 from deployments.models import FrameFailure, ModelInput, build_preprocessor
@@ -112,6 +113,8 @@ class Ingress:
             default_threshold=args.default_threshold,
             render=args.render,
         )
+        # The queue shares the media loop: see `component.gradio_queue`.
+        slow_idle_polling(demo)
         server = self.webrtc.stream_server
         assert server is not None
         server.configure(
