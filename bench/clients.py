@@ -153,6 +153,8 @@ class BenchClient(StreamClient):
                 event, self._new_detection = self._new_detection, asyncio.Event()
                 event.set()
             return
+        if isinstance(data, dict) and data.get("type") == "upload_cap" and isinstance(data.get("max_fps"), (int, float)):
+            self.track.cap(float(data["max_fps"]))  # what the page does (component/upload_rate.py)
         super()._on_message(message)
 
     def _queues(self, track: MediaStreamTrack) -> tuple[int, int]:

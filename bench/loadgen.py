@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.clients import RENDERS, BenchClient, ReferenceClient, make_client  # noqa: E402
-from bench.loop import bench_image, encoded_loop  # noqa: E402,F401  (the sweep imports bench_image from here)
+from bench.loop import bench_image, encode_capped_loops, encoded_loop  # noqa: E402,F401  (the sweep imports bench_image from here)
 from bench.procs import CpuMeter, loadavg, serve_patterns  # noqa: E402
 from bench.stats import fairness, growth, p95_slices, percentiles, percentiles_ms, session_window, spread  # noqa: E402,F401
 from component.ice import IceConfig, claim_process_ice  # noqa: E402
@@ -208,12 +208,20 @@ async def bring_up(clients: list[BenchClient], timeout: float) -> list[str]:
     return failures
 
 
+def encode_loops(spec: dict, fps: float) -> None:
+    """Every loop this process's clients may send, encoded before the clock starts:
+    in browser render also the capped ones the server's `upload_cap` selects."""
+    encoded_loop("VP8", fps=int(round(fps)))
+    if spec.get("render") == "browser":
+        encode_capped_loops("VP8", int(round(fps)))
+
+
 def _worker_main(conn, spec: dict, sessions: int, fps: float, connect_timeout: float) -> None:
     """A load-generator process: `sessions` peers; reports windows when told t0/t1."""
     claim_process_ice(LOOPBACK_ICE, owner="bench load generator worker")
 
     async def go() -> None:
-        await asyncio.to_thread(encoded_loop, "VP8", fps=int(round(fps)))  # before any session starts
+        await asyncio.to_thread(encode_loops, spec, fps)  # before any session starts
         clients = [make_client(spec, fps) for _ in range(sessions)]
         try:
             failures = await bring_up(clients, connect_timeout)
@@ -293,7 +301,7 @@ async def run_step(target: Target, opts: StepOptions) -> dict:
         try:
             if procs == 1:
                 # The loop is encoded once per process, before any session (and the clock) starts.
-                await asyncio.to_thread(encoded_loop, "VP8", fps=int(round(opts.fps)))
+                await asyncio.to_thread(encode_loops, target.client_spec(), opts.fps)
             t_connect = time.monotonic()
             if procs == 1:
                 clients = [target.client(opts.fps) for _ in range(opts.sessions)]

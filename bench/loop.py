@@ -183,7 +183,7 @@ CODECS = ("VP8", "H264")
 _cache_lock = threading.Lock()
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def _encode(codec: str, frames: int, fps: int, bitrate: int) -> EncodedLoop:
     started = time.perf_counter()
     image, patch = bench_image(), patch_image()
@@ -207,6 +207,26 @@ def encoded_loop(codec: str = "VP8", frames: int = LOOP_FRAMES, fps: int = FPS, 
         raise ValueError(f"no pre-encoded loop for codec {codec!r} (have {CODECS})")
     with _cache_lock:
         return _encode(codec, frames, fps, bitrate)
+
+
+# Rates the page can be capped to in browser render (`upload_cap` messages, see
+# component/upload_rate.py), each its own pre-encoded loop of the same 5 s.
+CAP_RATES = (30, 24, 20, 15, 12, 10, 8, 6, 5)
+
+
+def capped_loop(codec: str, max_fps: float, fps: int = FPS) -> EncodedLoop:
+    """The loop a capped sender sends: the lowest rate in `CAP_RATES` that is at
+    least `max_fps` (never above `fps`), with the bits per frame of the full-rate loop,
+    as the page caps `maxBitrate` in proportion to `maxFramerate`."""
+    rate = min((r for r in CAP_RATES if r >= max_fps and r <= fps), default=fps)
+    return encoded_loop(codec, LOOP_FRAMES * rate // FPS, rate, BITRATE * rate // FPS)
+
+
+def encode_capped_loops(codec: str = "VP8", fps: int = FPS) -> None:
+    """Encode every capped loop now (before a browser-render run's clock starts)."""
+    for rate in CAP_RATES:
+        if rate <= fps:
+            capped_loop(codec, rate, fps)
 
 
 # --------------------------------------------------------------------------- sending
@@ -260,6 +280,25 @@ class LoopTrack(MediaStreamTrack):
         self._position = 0
         self._keyframe_wanted = False
         self._start: Optional[float] = None
+        self._paced_from = 0  # frames sent before the current rate took effect
+        self._pts = 0
+        self._cap: Optional[float] = None
+        self.caps: list[tuple[float, float]] = []  # (time, max_fps) of every cap applied
+
+    def cap(self, max_fps: float) -> None:
+        """An `upload_cap` from the server (browser render): from the next frame, send
+        the loop encoded at the capped rate, starting on its keyframe, as a browser's
+        encoder would after `setParameters({maxFramerate})`."""
+        self._cap = max_fps
+        self.caps.append((time.monotonic(), max_fps))
+
+    def _apply_cap(self, now: float) -> None:
+        assert self._codec is not None
+        loop = capped_loop(self._codec, self._cap, int(round(self.fps)))
+        self._cap = None
+        if loop is not self._loop:
+            self._loop, self._position = loop, 0
+            self._start, self._paced_from = now, self.sent
 
     def use(self, codec: str) -> None:
         self._codec = codec
@@ -279,7 +318,10 @@ class LoopTrack(MediaStreamTrack):
         now = time.monotonic()
         if self._start is None:
             self._start = now
-        due = self._start + self.sent / self.fps
+        if self._cap is not None:
+            self._apply_cap(now)
+        rate = self._loop.fps
+        due = self._start + (self.sent - self._paced_from) / rate
         if due > now:
             await asyncio.sleep(due - now)
         if self.readyState != "live":
@@ -288,7 +330,8 @@ class LoopTrack(MediaStreamTrack):
             self._keyframe_wanted = False
             self._position = 0
         packet = av.Packet(self._loop.frames[self._position])
-        packet.pts = int(self.sent * CLOCK / self.fps)
+        packet.pts = self._pts
+        self._pts += CLOCK // rate
         packet.time_base = fractions.Fraction(1, CLOCK)
         self.log.add(self.sent, self._position, time.monotonic())
         self._position = (self._position + 1) % len(self._loop.frames)

@@ -320,17 +320,17 @@ def sweep_table(steps: list[dict]) -> list[str]:
 def browser_table(steps: list[dict]) -> list[str]:
     """Browser-render steps: no video back, detections on the data channel."""
     lines = [
-        "| sessions | det/s per session min / mean / max | det/s total | slowest/fastest | age ms p50 / p95 "
+        "| sessions | uploaded fps (capped) | det/s per session min / mean / max | det/s total | slowest/fastest | age ms p50 / p95 "
         "| age p95 by thirds | seq missing | malformed | cores per session: server (ingress) / detector / load gen "
         "| mean batch | machine busy | load 1 min |",
-        "|---:|---|---:|---:|---|---|---:|---:|---|---:|---:|---:|",
+        "|---:|---:|---|---:|---:|---|---|---:|---:|---|---:|---:|---:|",
     ]
     for s in steps:
         d, age, c = s["detections_per_s"], s.get("age_ms") or {}, s.get("cores_per_session") or {}
         up = "" if s["connected"] == s["sessions"] else f" ({s['connected']} up)"
         thirds = "/".join(_fmt(v, 0) for v in s.get("age_p95_slices_ms") or [])
         lines.append(
-            f"| {s['sessions']}{up} | {_fmt(d['min'])} / {_fmt(d['mean'])} / {_fmt(d['max'])} | {_fmt(d['total'])} "
+            f"| {s['sessions']}{up} | {_fmt((s.get('sent_fps') or {}).get('mean'))} | {_fmt(d['min'])} / {_fmt(d['mean'])} / {_fmt(d['max'])} | {_fmt(d['total'])} "
             f"| {_fmt(s.get('detections_fairness'), 2)} | {_fmt(age.get('p50'), 0)} / {_fmt(age.get('p95'), 0)} "
             f"| {thirds or '–'} | {_fmt(s.get('seq_missing'))} | {_fmt(s.get('malformed'))} "
             f"| {_fmt(c.get('server'), 3)} ({_fmt(c.get('media'), 3)}) / {_fmt(c.get('detector'), 3)} / {_fmt(c.get('loadgen'), 3)} "

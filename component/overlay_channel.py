@@ -9,6 +9,7 @@ One message per processed frame, exactly (other tools and the benchmarks read it
 
 Boxes are fractions (0..1) of the camera frame, origin top-left, in the camera's own
 orientation (never mirrored). A gap in `seq` is a message skipped under backpressure.
+The session also sends `upload_cap` messages on the same channel (`component.upload_rate`).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from component.receive import ReceiveStats, bound_track
 from component.scheduler import FrameScheduler, StreamFn
 from component.source import Exhausted, FrameSource, SourceTrack
 from component.tracks import CameraFrame, Latest, OutgoingTrack, pump_latest
+from component.upload_rate import UPDATE_PERIOD_S, UploadRate, upload_message
 
 log = logging.getLogger("rayrtc.session")
 
@@ -103,6 +104,11 @@ class Session:
         )
         # render="browser": results leave as messages on the data channel, no video.
         self.overlay = OverlayChannel(lambda: self._channel) if render == "browser" else None
+        # render="browser": the page uploads only the frames the fn can use (see
+        # `component.upload_rate`); counts since the last update.
+        self.upload = UploadRate(policy.stream_every) if render == "browser" else None
+        self.frames_received = 0
+        self._upload_counts = (0, 0, 0.0)
         self.scheduler = FrameScheduler(
             webrtc_id, fn, policy.stream_every, frame_index, self.camera, self.detections, self.images,
             lambda: self._inputs, executor, self._metrics,
@@ -189,7 +195,20 @@ class Session:
 
     def _frame_arrived(self) -> None:
         self.last_frame_at = time.monotonic()
+        self.frames_received += 1
         self._metrics.frames_in()
+
+    def _update_upload(self) -> None:
+        """render="browser", once a second: tell the page the upload cap (when it changed)."""
+        if self.upload is None or self._closing is not None:
+            return
+        received, taken, at = self._upload_counts
+        now = time.monotonic()
+        self._upload_counts = (self.frames_received, self.scheduler.stats.calls, now)
+        cap = self.upload.update(self.frames_received - received, self.scheduler.stats.calls - taken, now - at)
+        if cap is not None and not self.send(upload_message(cap)):
+            self.upload.unsent()
+        self._call_later(UPDATE_PERIOD_S, self._update_upload)
 
     def _check_idle(self) -> None:
         idle = self.policy.idle_timeout
@@ -250,6 +269,9 @@ class Session:
                 self._call_later(min(1.0, self.policy.idle_timeout / 2), self._check_idle)
             if self.source is not None:
                 self._spawn(self._run_source(self.source), "source")
+            if self.upload is not None:
+                self._upload_counts = (self.frames_received, self.scheduler.stats.calls, time.monotonic())
+                self._call_later(UPDATE_PERIOD_S, self._update_upload)
         elif state == "disconnected":
             self._call_later(self.policy.disconnected_grace, self._disconnected_timeout)
         elif state in ("failed", "closed"):
@@ -311,6 +333,7 @@ class Session:
             "render": self.render,
             **({"overlay_sent": self.overlay.sent, "overlay_skipped": self.overlay.skipped}
                if self.overlay is not None else {}),
+            **({"upload_max_fps": round(self.upload.cap, 1)} if self.upload is not None else {}),
         }
 
     # -- shutdown -------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from component import Detections, ScaledInputFn, WebRTC, mount_offer_routes
+from component.gradio_queue import slow_idle_polling
 from component.ice import claim_process_ice
 from deployments.ingress_settings import IngressSettings
 from deployments.metrics import ServeStreamMetrics
@@ -102,6 +103,8 @@ class Ingress:
         demo, self.webrtc = build_ui(
             ScaledInputFn(self.detect, self.preprocess), self.settings, metrics=ServeStreamMetrics()
         )
+        # The queue shares the media loop: see `component.gradio_queue`.
+        slow_idle_polling(demo)
         server = self.webrtc.stream_server
         assert server is not None
         token, admin_token = self.settings.secret("auth_token"), self.settings.secret("admin_token")

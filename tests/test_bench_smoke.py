@@ -17,7 +17,7 @@ import pytest
 from bench import report, served
 from bench.clients import parse_detections
 from bench.loadgen import SCHEMA, ServedTarget, StepOptions, run_step
-from bench.loop import LoopTrack, SendLog, encoded_loop, is_keyframe, read_frame_position, read_position, stamp_position
+from bench.loop import LOOP_FRAMES, LoopTrack, SendLog, capped_loop, encoded_loop, is_keyframe, read_frame_position, read_position, stamp_position
 from bench.procs import CpuMeter, cpu_seconds
 
 STEP_KEYS = {
@@ -150,6 +150,26 @@ async def test_loop_track_replays_packets_with_monotonic_pts_and_answers_pli():
     track.request_keyframe()  # a PLI halfway through the loop: the keyframe comes next
     assert bytes(await track.recv()) == loop.frames[0]
     assert [pos for _, pos, _ in track.log.sends] == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 0, 1, 0]
+    track.stop()
+
+
+async def test_loop_track_follows_an_upload_cap():
+    """As the page does with `upload_cap`: the capped loop (lowest listed rate at or
+    above the cap, same bits per frame) from its keyframe, pts still monotonic."""
+    track = LoopTrack(fps=30.0)
+    track.use("VP8")
+    before = [await track.recv() for _ in range(2)]
+    track.cap(9.0)
+    capped = capped_loop("VP8", 9.0)
+    after = [await track.recv() for _ in range(2)]
+    assert capped.fps == 10 and len(capped.frames) == LOOP_FRAMES // 3
+    assert [bytes(p) for p in after] == list(capped.frames[:2])  # starts on its keyframe
+    full = encoded_loop("VP8")
+    per_frame = lambda loop: loop.bitrate / loop.fps  # noqa: E731
+    assert abs(per_frame(capped) / per_frame(full) - 1) < 0.35, (capped.bitrate, full.bitrate)
+    pts = [p.pts for p in before + after]
+    assert pts == sorted(pts) and len(set(pts)) == 4
+    assert after[1].pts - after[0].pts == 9000  # 10 fps on the 90 kHz clock
     track.stop()
 
 

@@ -690,6 +690,20 @@ async def test_browser_render_draws_boxes_over_the_local_camera_until_the_time_l
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "page-browser.png"))
 
+        # The server's upload cap (component/upload_rate.py) is applied to the camera's
+        # sender: frame rate capped, bitrate in proportion, and the encoder keeps to it.
+        cap = await page_wait(
+            page, "(() => { const c = document.querySelector('#webrtc .rtc-stats').dataset.upload; return c && Number(c); })()",
+            limit / 2, "the page to apply the server's upload cap",
+        )
+        applied = await page.evaluate(
+            """async () => { const pc = window.__rtcTest.root('webrtc').rtc.pc;
+                 const e = pc.getSenders().find((x) => x.track).getParameters().encodings[0];
+                 return { maxFramerate: e.maxFramerate, maxBitrate: e.maxBitrate }; }"""
+        )
+        METRICS["browser_render"]["upload_cap_fps"] = cap
+        assert 5 <= cap <= 30 and applied == {"maxFramerate": cap, "maxBitrate": round(cap * 40000)}, (cap, applied)
+
         # The time limit ends it with the same message as in server render; the
         # overlay is cleared.
         ended = await wait_state(page, "webrtc", "ended", limit + 5)

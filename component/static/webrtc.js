@@ -58,7 +58,7 @@ const ENDED = new Set(['time_limit', 'stream_finished', 'server_shutdown', 'clos
 
 let pc = null, channel = null, localStream = null, remoteStream = null;
 let connectedAt = null, connectTimer = null, uiTimer = null, statsTimer = null, pingTimer = null, tickTimer = null;
-let lastFrames = null, lastStatsAt = null, rttMs = null, detections = null, fps = null;
+let lastFrames = null, lastStatsAt = null, rttMs = null, detections = null, fps = null, uploadCap = null;
 let generation = 0, sessionId = null;
 // What the page shows; painted onto the (re-renderable) DOM by `paint`.
 const ui = { state: 'idle', reason: '', text: 'Press Start to stream your camera', countdown: '', stats: '' };
@@ -87,6 +87,7 @@ function paint() {
     if (fps !== null) stats.dataset.fps = fps.toFixed(1);
     if (rttMs !== null) stats.dataset.rtt = rttMs.toFixed(0);
     if (detections !== null) stats.dataset.detections = String(detections);
+    if (uploadCap !== null) stats.dataset.upload = String(uploadCap);
   }
   const remote = find('.rtc-remote');
   if (remote && remoteStream && remote.srcObject !== remoteStream) remote.srcObject = remoteStream;
@@ -288,6 +289,7 @@ function onControl(ev) {
     if (typeof msg.t === 'number') rttMs = performance.now() - msg.t;
     if (typeof msg.detections === 'number') detections = msg.detections;
   } else if (msg.type === 'stats' && typeof msg.detections === 'number') detections = msg.detections;
+  else if (msg.type === 'upload_cap' && typeof msg.max_fps === 'number' && pc) capUpload(pc, msg.max_fps);
 }
 
 function updateCountdown() {
@@ -328,11 +330,30 @@ function preferResolution(conn) {
   }
 }
 
+// render="browser": the server says how many frames per second its detector can use
+// (component/upload_rate.py). Cap the camera's sender there, and its bitrate in
+// proportion so each frame keeps its bits; the picture on the page stays local.
+const UPLOAD_BITS_PER_FRAME = 40000;
+
+function capUpload(conn, maxFps) {
+  const fpsCap = Math.max(1, Math.min(60, maxFps));
+  for (const sender of conn.getSenders()) {
+    if (!sender.track || sender.track.kind !== VIDEO_KIND) continue;
+    const params = sender.getParameters();
+    if (!params.encodings || !params.encodings.length) continue;
+    params.encodings[0].maxFramerate = fpsCap;
+    params.encodings[0].maxBitrate = Math.round(fpsCap * UPLOAD_BITS_PER_FRAME);
+    sender.setParameters(params)
+      .then(() => { uploadCap = fpsCap; })
+      .catch((e) => console.warn('webrtc: upload cap not applied', e));
+  }
+}
+
 function onConnected(conn) {
   clearTimeout(connectTimer);
   connectTimer = null;
   connectedAt = performance.now();
-  lastFrames = null; fps = null; rttMs = null; detections = null;
+  lastFrames = null; fps = null; rttMs = null; detections = null; uploadCap = null;
   setState('connected', '', 'Connected');
   preferResolution(conn);
   if (browserRender()) startOverlay();

@@ -1,0 +1,92 @@
+"""`render="browser"`: the page uploads only the frames the detector can use.
+
+In browser render the picture the user watches is the local camera; the upload only
+feeds the detector. Every uploaded frame still costs the server its SRTP, RTP and VP8
+decode, whether or not the scheduler ever hands it to the fn (newest frame wins). At
+30 fps in and a few detections per second out, most of that work is thrown away, and
+it is most of what a browser-render session costs the server.
+
+So the server tells the page how many frames per second are worth sending, on the
+session's data channel:
+
+    {"type": "upload_cap", "max_fps": <float>}
+
+and the page caps its video sender there (`RTCRtpSender.setParameters`:
+`maxFramerate`, and `maxBitrate` in proportion, so each frame keeps its bits). A client
+that ignores the message loses nothing: the server keeps the newest frame as before.
+
+The rule (`UploadRate.update`, once a second): when the fn takes nearly every frame
+that arrives, the upload is what limits detections, so the cap rises by a step; when
+it takes fewer, the cap follows the rate it does take, with headroom, so a frame is
+always waiting when the fn is ready. Under overload every session's cap falls with its
+share of the detector, and the server's receive work with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+# The page's camera rate we assume until told otherwise, and the most we ever ask for.
+MAX_UPLOAD_FPS = 30.0
+# Never below: keyframe recovery and a fresh first frame after a pause stay quick.
+MIN_UPLOAD_FPS = 5.0
+# Cap = this many frames per frame the fn takes: one is always waiting for it.
+HEADROOM = 1.5
+# When the upload is the limit (the fn took at least this share of arrivals)...
+UPLOAD_BOUND_SHARE = 0.8
+# ...the cap rises by this factor per update.
+STEP_UP = 1.25
+# A new cap is sent only when it differs from the last one sent by this fraction (or
+# reaches a bound).
+MIN_CHANGE = 0.1
+# Seconds between updates.
+UPDATE_PERIOD_S = 1.0
+
+
+def upload_message(max_fps: float) -> dict[str, Any]:
+    return {"type": "upload_cap", "max_fps": round(max_fps, 1)}
+
+
+@dataclass
+class UploadRate:
+    """The upload cap of one session, from its counts of frames received and frames
+    the fn took. `stream_every` bounds what the fn can ever take (1 / stream_every per
+    second), so the cap never asks for more than that, with headroom."""
+
+    stream_every: float = 0.0
+    min_fps: float = MIN_UPLOAD_FPS
+    max_fps: float = MAX_UPLOAD_FPS
+    cap: float = field(init=False)
+    _sent: Optional[float] = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.stream_every > 0:
+            self.max_fps = max(self.min_fps, min(self.max_fps, HEADROOM / self.stream_every))
+        self.cap = self.max_fps
+
+    def update(self, received: int, taken: int, elapsed_s: float) -> Optional[float]:
+        """Counts over the last `elapsed_s` seconds; returns the cap to send, or None
+        when the page already has one close enough. The first update always sends,
+        so the page learns the cap even when it stays at the maximum."""
+        if elapsed_s <= 0:
+            return None
+        if received > 0:
+            taken_fps = taken / elapsed_s
+            if taken >= UPLOAD_BOUND_SHARE * received:
+                self.cap = self.cap * STEP_UP
+            else:
+                self.cap = HEADROOM * taken_fps
+            self.cap = min(self.max_fps, max(self.min_fps, self.cap))
+        at_bound = self.cap in (self.min_fps, self.max_fps)
+        if self._sent is not None and (
+            self.cap == self._sent or (not at_bound and abs(self.cap - self._sent) < MIN_CHANGE * self._sent)
+        ):
+            return None
+        self._sent = self.cap
+        return self.cap
+
+    def unsent(self) -> None:
+        """The last cap returned did not leave (channel not open yet): send it again
+        at the next update."""
+        self._sent = None

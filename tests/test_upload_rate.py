@@ -1,0 +1,68 @@
+"""The browser-render upload cap (component/upload_rate.py): the rule on its own, then
+a real aiortc session whose slow fn makes the server ask for fewer frames."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from component import Detection, Detections
+from component.client import StreamClient
+from component.upload_rate import MAX_UPLOAD_FPS, MIN_UPLOAD_FPS, UploadRate
+from tests.helpers import photo, wait_for
+
+
+def test_the_cap_follows_what_the_fn_takes_with_headroom():
+    rate = UploadRate()
+    # The fn takes 4 of 30 frames a second: ask for 1.5 x 4.
+    assert rate.update(received=30, taken=4, elapsed_s=1.0) == pytest.approx(6.0)
+    # The page obeys (6 arrive) and the fn still takes 4: nothing new to say.
+    assert rate.update(received=6, taken=4, elapsed_s=1.0) is None
+    # The fn now takes every frame: the upload is the limit, so the cap steps up...
+    assert rate.update(received=6, taken=6, elapsed_s=1.0) == pytest.approx(7.5)
+    # ...and keeps stepping while it stays the limit, up to the camera's rate.
+    caps = [rate.update(received=30, taken=30, elapsed_s=1.0) for _ in range(12)]
+    assert max(c for c in caps if c is not None) == MAX_UPLOAD_FPS and rate.cap == MAX_UPLOAD_FPS
+
+
+def test_the_first_update_always_speaks_and_the_bounds_hold():
+    fast = UploadRate()
+    assert fast.update(received=30, taken=30, elapsed_s=1.0) == MAX_UPLOAD_FPS  # the page learns it
+    assert fast.update(received=30, taken=30, elapsed_s=1.0) is None
+    slow = UploadRate()
+    assert slow.update(received=30, taken=1, elapsed_s=1.0) == MIN_UPLOAD_FPS  # never below the floor
+    assert slow.update(received=0, taken=0, elapsed_s=1.0) is None  # no frames: no news
+    # stream_every bounds what the fn can ever take: 1 / 0.5 s = 2 calls/s.
+    assert UploadRate(stream_every=0.5).cap == MIN_UPLOAD_FPS
+    assert UploadRate(stream_every=0.1).cap == pytest.approx(15.0)
+
+
+def test_a_cap_that_did_not_leave_is_sent_again():
+    rate = UploadRate()
+    assert rate.update(received=30, taken=3, elapsed_s=1.0) == pytest.approx(MIN_UPLOAD_FPS)
+    rate.unsent()  # the channel was not open yet
+    assert rate.update(received=5, taken=3, elapsed_s=1.0) == pytest.approx(MIN_UPLOAD_FPS)
+
+
+async def test_a_slow_fn_makes_the_server_cap_the_upload(serve_stream):
+    """render="browser": the fn takes about 4 frames a second of the 30 sent, so within
+    a couple of seconds the session asks the page for about 1.5 x that. (This client
+    ignores the cap, as any client may: the server keeps the newest frame anyway.)"""
+
+    async def fn(frame: np.ndarray, threshold: float) -> Detections:
+        await asyncio.sleep(0.25)
+        return Detections((Detection((0.1, 0.1, 0.2, 0.2), "thing", 0.9),))
+
+    url, stream = await serve_stream(fn, stream_every=0.0, render="browser")
+    client = StreamClient(url, photo("astronaut"), fps=30)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        caps = lambda: [m["max_fps"] for m in client.messages if m.get("type") == "upload_cap"]  # noqa: E731
+        await wait_for(lambda: caps() and caps()[-1] < 15, 10, what="an upload_cap below 15 fps")
+        assert MIN_UPLOAD_FPS <= caps()[-1] <= 1.5 * 4.5, caps()
+        assert stream.get(client.webrtc_id).stats()["upload_max_fps"] == pytest.approx(caps()[-1], abs=0.1)
+    finally:
+        await client.close()
