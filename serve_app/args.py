@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from typing import Any, Literal, Optional
 
 from pydantic import (
@@ -32,6 +33,13 @@ def _split_csv(value: Any) -> Any:
             return json.loads(text)
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
+
+
+def _ice_problem(error: Any) -> str:
+    """One `IceConfig` validation error, named as the `ice_*` argument it came from."""
+    loc = error["loc"]
+    name = f"ice_{loc[0]}" if loc else "ice_port_min / ice_port_max"
+    return f"{name}: " + re.sub(r"\b(port_min|port_max)\b", r"ice_\1", error["msg"])
 
 
 class AppArgs(BaseModel):
@@ -203,18 +211,12 @@ class AppArgs(BaseModel):
 
     @model_validator(mode="after")
     def _ice_valid(self) -> "AppArgs":
-        # Checked here, at start-up, with the argument's name, not later in a replica.
-        if (self.ice_port_min is None) != (self.ice_port_max is None):
-            raise ValueError("set both ice_port_min and ice_port_max, or neither")
-        if self.ice_port_min is not None and self.ice_port_min > self.ice_port_max:
-            raise ValueError(f"ice_port_min ({self.ice_port_min}) exceeds ice_port_max ({self.ice_port_max})")
-        for name in ("ice_advertised_address", "ice_host_addresses"):
-            value = getattr(self, name)
-            for address in [value] if isinstance(value, str) else (value or ()):
-                try:
-                    ipaddress.ip_address(address)
-                except ValueError:
-                    raise ValueError(f"{name} must hold IP addresses, not {address!r}") from None
+        # IceConfig's own checks, at start-up and under this object's argument names,
+        # not later in a replica.
+        try:
+            self.ice()
+        except ValidationError as exc:
+            raise ValueError("; ".join(_ice_problem(e) for e in exc.errors())) from None
         return self
 
     @model_validator(mode="after")
