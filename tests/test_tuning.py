@@ -109,6 +109,8 @@ async def test_a_bad_user_config_fails_the_deploy_naming_the_key(tuning_app):
         return status if status and "max_batch_size" in (status.get("message") or "") else None
 
     status = await wait_for(reported, 60, what="the Detector's status to name the bad key")
-    print("status after a bad user_config:", status["status"], status["message"][-400:])
     assert "Detector user_config" in status["message"]
     assert "greater than or equal to 1" in status["message"]
+    # Not taken quietly: the deployment is not healthy on its old settings meanwhile
+    # (Serve replaces the replica, and the replacements refuse the config too).
+    assert str(status["status"]).rsplit(".", 1)[-1] in ("UPDATING", "DEPLOY_FAILED"), status["status"]
