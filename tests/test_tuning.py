@@ -70,12 +70,13 @@ async def test_batch_settings_change_on_the_running_replica(tuning_app, face):
     assert grown(start, single) == {1: CALLERS}
 
     t0 = time.monotonic()
-    retune({"max_batch_size": 4, "batch_wait_timeout_s": 0.05})
+    retune({"max_batch_size": 4, "batch_wait_timeout_s": 0.1})
 
     async def retuned() -> bool:
-        return (await handle.stats.remote())["max_batch_size"] == 4
+        now = await handle.stats.remote()
+        return (now["max_batch_size"], now["batch_wait_timeout_s"]) == (4, 0.1)
 
-    await wait_for(retuned, 30, what="the replica to take max_batch_size 4")
+    await wait_for(retuned, 30, what="the replica to take the new settings")
     retune_s = time.monotonic() - t0
 
     # Batches of up to four now form across the concurrent callers.
@@ -87,7 +88,6 @@ async def test_batch_settings_change_on_the_running_replica(tuning_app, face):
     batches = await wait_for(shared_batch, 20, what="a batch of more than one frame")
     assert max(batches) <= 4, batches
     after = await handle.stats.remote()
-    assert after["batch_wait_timeout_s"] == 0.05
     # The same replica, the same process: nothing restarted, the histogram kept its past.
     assert identity(APP) == started_as
     assert after["batch_sizes"][1] >= single["batch_sizes"][1]
