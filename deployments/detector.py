@@ -11,6 +11,7 @@ from typing import Any
 
 from ray import serve
 
+from deployments.batch_config import DEFAULT_BATCH, BatchConfig
 from deployments.metrics import DetectorMetrics
 from deployments.models import Detections, FrameFailure, ModelInput, ModelSpec, load_backend
 from deployments.priority import Priority, current_priority, lower_priority
@@ -20,22 +21,38 @@ log = logging.getLogger("ray.serve")
 
 @serve.deployment(name="Detector")
 class Detector:
-    def __init__(
-        self, spec: ModelSpec, max_batch_size: int, batch_wait_timeout_s: float, priority: Priority = "normal"
-    ) -> None:
+    """Batch settings come as the deployment's `user_config` (see `reconfigure`),
+    not as constructor arguments, so they can change without a restart."""
+
+    def __init__(self, spec: ModelSpec, priority: Priority = "normal") -> None:
         # Video first on shared cores: see `deployments.priority`.
         lower_priority(priority)
         # Loading fails here, at replica start, with the backend's own message.
         self.backend = load_backend(spec)
-        self.detect.set_max_batch_size(max_batch_size)
-        self.detect.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._batch = DEFAULT_BATCH
         self._batch_sizes: Counter[int] = Counter()
         self._frames = 0
         self._busy_s = 0.0
         self._metrics = DetectorMetrics()
-        log.info("detector ready: %s, max_batch_size=%d", self.backend.name, max_batch_size)
+        log.info("detector ready: %s", self.backend.name)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve calls this after `__init__` and whenever a deploy changes only the
+        `user_config`, on the running replica. Async: it runs on the event loop that
+        forms the batches, so the settings change between two of its steps (a batch
+        already formed finishes as it was). A bad config raises: Serve then
+        replaces the replica and, as every new one raises too, marks the deployment
+        DEPLOY_FAILED with this message (see cluster/README.md); it never runs on with
+        the old settings as if the change had taken."""
+        batch = BatchConfig.from_user_config(user_config)
+        self.detect.set_max_batch_size(batch.max_batch_size)
+        self.detect.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
+        self._batch = batch
+        log.info("detector batching: max_batch_size=%d, batch_wait_timeout_s=%g",
+                 batch.max_batch_size, batch.batch_wait_timeout_s)
+
+    # The decorator's values serve a Detector deployed without a `user_config`.
+    @serve.batch(max_batch_size=DEFAULT_BATCH.max_batch_size, batch_wait_timeout_s=DEFAULT_BATCH.batch_wait_timeout_s)
     async def detect(self, inputs: list[ModelInput]) -> list[Detections | FrameFailure]:
         """One forward pass for the batch. If a batch of several frames raises, each
         frame is run alone: a bad frame fails only itself (a `FrameFailure` in its
@@ -80,9 +97,11 @@ class Detector:
         return results
 
     def stats(self) -> dict[str, Any]:
-        """Batch-size histogram and work done by this replica (tests, benchmarks)."""
+        """Batch-size histogram, live batch settings and work done by this replica
+        (tests, benchmarks)."""
         return {
             "model": self.backend.name,
+            **self._batch.user_config(),
             "frames": self._frames,
             "busy_s": round(self._busy_s, 4),
             "batch_sizes": dict(self._batch_sizes),

@@ -33,12 +33,15 @@ def app(args: AppArgs) -> Application:
         autoscaling_config=args.detector_autoscaling(),
         # A batch can never exceed the replica's ongoing requests: leave room for two.
         max_ongoing_requests=max(2 * args.max_batch_size, int(args.detector_target_ongoing_requests) + 1),
+        # Batch settings travel as user_config: a deploy changing only them retunes the
+        # running replicas (Detector.reconfigure) instead of replacing them.
+        user_config=args.detector_batch_config().user_config(),
         ray_actor_options={
             "num_cpus": args.detector_num_cpus,
             "num_gpus": args.detector_num_gpus,
             "resources": dict(args.detector_resources),
         },
-    ).bind(args.model_spec(), args.max_batch_size, args.batch_wait_timeout_s, args.detector_priority)
+    ).bind(args.model_spec(), args.detector_priority)
     routing = {}
     router = ingress_router_config(args)
     if router is not None:

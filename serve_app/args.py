@@ -20,6 +20,7 @@ from component.encoding import VideoEncoding
 from component.ice import IceConfig, IceServer
 from component.policy import StreamPolicy
 from component.turn import TurnRest
+from deployments.batch_config import DEFAULT_BATCH, BatchConfig, BatchWaitTimeout, MaxBatchSize
 from deployments.ingress_settings import IngressSettings
 from deployments.models.spec import ModelSpec
 from deployments.priority import inference_threads
@@ -169,8 +170,9 @@ class AppArgs(BaseModel):
     detector_timeout_s: float = Field(
         5.0, gt=0, description="a frame not back from the detector by then is dropped"
     )
-    max_batch_size: int = Field(8, ge=1, le=256)
-    batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=1.0)
+    # The detector's `user_config`: a deploy changing only that retunes live replicas.
+    max_batch_size: MaxBatchSize = DEFAULT_BATCH.max_batch_size
+    batch_wait_timeout_s: BatchWaitTimeout = DEFAULT_BATCH.batch_wait_timeout_s
 
     # --- model -----------------------------------------------------------------------------
     model: Literal["haar", "onnx", "caffe", "callable"] = "haar"
@@ -320,6 +322,9 @@ class AppArgs(BaseModel):
             # Ray's num_cpus is bookkeeping: bound the libraries' thread pools to it.
             num_threads=inference_threads(self.detector_num_cpus),
         )
+
+    def detector_batch_config(self) -> BatchConfig:
+        return BatchConfig(max_batch_size=self.max_batch_size, batch_wait_timeout_s=self.batch_wait_timeout_s)
 
     def detector_autoscaling(self) -> dict[str, Any]:
         """Serve autoscaling config; with one frame in flight per session, the

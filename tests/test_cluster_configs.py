@@ -64,6 +64,7 @@ def serve_configs() -> list[tuple[str, dict]]:
 def test_serve_configs_validate(name, config):
     from ray.serve.schema import ServeDeploySchema
 
+    from deployments.batch_config import BatchConfig
     from serve_app.args import AppArgs
 
     schema = ServeDeploySchema.model_validate(config)
@@ -72,11 +73,15 @@ def test_serve_configs_validate(name, config):
         deployments = {d.name: d for d in app.deployments}
         assert set(deployments) <= {"Ingress", "Detector"}, f"{name}: unknown deployment names"
         detector = deployments.get("Detector")
+        # The batch settings the replicas run: the config's user_config wins over args.
+        batch = args.detector_batch_config()
+        if detector is not None and "user_config" in detector.model_fields_set:
+            batch = BatchConfig.from_user_config(detector.user_config)
         if detector is not None and detector.autoscaling_config:
             # A batch never exceeds the replica's ongoing requests: leave room for it.
             limit = detector.max_ongoing_requests
             if isinstance(limit, int):
-                assert limit >= args.max_batch_size, f"{name}: max_ongoing_requests below max_batch_size"
+                assert limit >= batch.max_batch_size, f"{name}: max_ongoing_requests below max_batch_size"
         if name != "serve-default.yaml":
             # Cluster configs pin media to a port range on nodes that have it open.
             assert args.ice_port_min and args.ice_port_max, f"{name}: no UDP port range"
