@@ -29,8 +29,8 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
 
 from bench.loop import CODECS, FPS, LoopTrack, answer_pli_with_keyframes, read_frame_position
-from component.client import OfferRejected, StreamClient
 from component.ice import IceConfig
+from tests.support.client import OfferRejected, StreamClient
 
 RENDERS = ("server", "browser")
 DETECTION_KEYS = {"type", "seq", "age_ms", "items"}

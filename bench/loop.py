@@ -39,7 +39,7 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from component.client import read_frame_id, stamp_frame_id
+from tests.support.client import read_frame_id, stamp_frame_id
 
 WIDTH, HEIGHT = 640, 480
 FPS = 30

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import pytest
 
 from component.ice import set_host_addresses
-from tests.helpers import ADMIN_TOKEN, LOOPBACK, free_port
+from tests.support.admin import ADMIN_TOKEN
+from tests.support.ports import LOOPBACK, free_port
 
 # Both ends of every test peer connection gather on loopback only.
 set_host_addresses([LOOPBACK])
@@ -100,7 +101,7 @@ async def serve_stream():
     from fastapi import FastAPI
 
     from component import IceConfig, StreamConfig, StreamServer, mount_offer_routes
-    from tests.helpers import wait_for
+    from tests.support.waits import wait_for
 
     servers = []
 
@@ -130,9 +131,9 @@ async def serve_stream():
 
 @pytest.fixture(scope="module")
 def netns():
-    """A network namespace with a veth pair to this one (see `tests.browser_util.Netns`),
+    """A network namespace with a veth pair to this one (see `tests.support.browser.Netns`),
     one per test module, deleted after it."""
-    from tests.browser_util import Netns
+    from tests.support.browser import Netns
 
     ns = Netns.create()
     try:

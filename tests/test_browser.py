@@ -2,7 +2,7 @@
 camera playing a photo, against the app on Ray Serve and against a plain Gradio app.
 
 Network: Chromium runs in a network namespace made here and reaches the host only over
-a veth pair (see browser_util); the ingress gathers its ICE candidates on the host end
+a veth pair (see tests/support/browser.py); the ingress gathers its ICE candidates on the host end
 of that pair, the page's HTTP goes through a forwarder on it. Nothing leaves the pair.
 
 Every wait is a condition with a deadline; page-side waits carry their own timeouts
@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.browser_util import (
+from tests.support.browser import (
     CAMERA_SIZE,
     Netns,
     TcpForwarder,
@@ -31,7 +31,10 @@ from tests.browser_util import (
     netns_unavailable_reason,
     write_y4m,
 )
-from tests.helpers import LOOPBACK, ROOT, free_port, photo, wait_for
+from tests.support.images import photo
+from tests.support.paths import ROOT
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.waits import wait_for
 
 _SKIP = netns_unavailable_reason()
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")]

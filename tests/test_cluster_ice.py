@@ -21,8 +21,10 @@ from component.ice import (
     current_process_settings,
     restore_process_settings,
 )
-from tests.cluster_support import StickyClient, app_args
-from tests.helpers import LOOPBACK, photo, wait_for
+from tests.support.cluster import StickyClient, app_args
+from tests.support.images import photo
+from tests.support.ports import LOOPBACK
+from tests.support.waits import wait_for
 
 DOC_ADDRESS = "203.0.113.7"  # TEST-NET-3: never routed, never contacted here
 

@@ -22,8 +22,11 @@ import pytest
 from aiortc import RTCSessionDescription
 
 from component import Detection, Detections, WebRTC
-from component.client import OfferRejected, StreamClient
-from tests.helpers import LOOPBACK, ROOT, free_port, green_mask, photo, wait_for
+from tests.support.client import OfferRejected, StreamClient
+from tests.support.images import green_mask, photo
+from tests.support.paths import ROOT
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.waits import wait_for
 
 SEND_FPS = 15
 

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from component import Detection, Detections, VideoEncoding
-from component.client import StreamClient
-from tests.helpers import LOOPBACK, free_port, green_mask, photo, wait_for
+from tests.support.client import StreamClient
+from tests.support.images import green_mask, photo
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.waits import wait_for
 
 
 async def test_every_frame_can_reach_a_fast_fn_and_comes_back_annotated(serve_stream):

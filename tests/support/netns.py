@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.browser_util import _used_ipv4
+from tests.support.browser import _used_ipv4
 
 POOL = ipaddress.ip_network("10.214.0.0/16")
 PREFIX = "rtcnode"  # + "a"/"b" + the creating process's pid

@@ -11,8 +11,8 @@ from typing import Any, Iterable, Optional
 import httpx
 import numpy as np
 
-from component.client import StreamClient
-from tests.helpers import ADMIN_HEADERS, ADMIN_TOKEN
+from tests.support.admin import ADMIN_HEADERS, ADMIN_TOKEN
+from tests.support.client import StreamClient
 
 SESSION_HEADER = "x-session-id"  # Serve's default RAY_SERVE_SESSION_ID_HEADER_KEY
 REPLICA_HEADER = "x-rayrtc-replica"  # set by the ingress on every response
