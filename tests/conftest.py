@@ -131,9 +131,9 @@ async def serve_stream():
 
 @pytest.fixture(scope="module")
 def netns():
-    """A network namespace with a veth pair to this one (see `tests.support.browser.Netns`),
+    """A network namespace with a veth pair to this one (see `tests.support.netns.Netns`),
     one per test module, deleted after it."""
-    from tests.support.browser import Netns
+    from tests.support.netns import Netns
 
     ns = Netns.create()
     try:

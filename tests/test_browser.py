@@ -24,7 +24,6 @@ import pytest
 
 from tests.support.browser import (
     CAMERA_SIZE,
-    Netns,
     TcpForwarder,
     browser_context,
     camera_image,
@@ -32,6 +31,7 @@ from tests.support.browser import (
     write_y4m,
 )
 from tests.support.images import photo
+from tests.support.netns import Netns
 from tests.support.paths import ROOT
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.waits import wait_for

@@ -11,7 +11,6 @@ import pytest
 from component import Detection, Detections, VideoEncoding
 from tests.support.client import StreamClient
 from tests.support.images import green_mask, photo
-from tests.support.ports import LOOPBACK, free_port
 from tests.support.waits import wait_for
 
 
