@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import secrets
 import threading
 import time
-from pathlib import Path
 
 import gradio as gr
-import httpx
 import numpy as np
 import pytest
-from aiortc import RTCSessionDescription
 
 from component import Detection, Detections, WebRTC
-from tests.support.client import OfferRejected, StreamClient
+from tests.support.client import ComponentServerClient, OfferRejected, StreamClient
 from tests.support.images import green_mask, photo
 from tests.support.paths import ROOT
 from tests.support.ports import LOOPBACK, free_port
@@ -37,35 +33,6 @@ def load_example():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-class ComponentServerClient(StreamClient):
-    """A StreamClient that posts its offer the way the page does: through Gradio's
-    server-function endpoint, to the component's `offer` function."""
-
-    def __init__(self, base_url: str, component_id: int, image: np.ndarray, **kwargs) -> None:
-        super().__init__(base_url, image, **kwargs)
-        self.component_id = component_id
-        self.session_hash = secrets.token_hex(6)
-
-    async def connect(self, timeout: float = 20.0) -> dict:
-        self.pc.addTrack(self.track)
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        body = {
-            "session_hash": self.session_hash,
-            "component_id": self.component_id,
-            "fn_name": "offer",
-            "data": {"sdp": self.pc.localDescription.sdp, "type": "offer", "webrtc_id": self.webrtc_id},
-        }
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
-            resp = await http.post(f"{self.base_url}/gradio_api/component_server", json=body)
-        resp.raise_for_status()
-        data = resp.json()
-        if data.get("status") == "failed":
-            await self.close()
-            raise OfferRejected(resp.status_code, data)
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
-        return data
 
 
 def launch(demo: gr.Blocks) -> str:
