@@ -41,6 +41,19 @@ def launch(demo: gr.Blocks) -> str:
     return f"http://{LOOPBACK}:{port}"
 
 
+async def second_offer_refusal(url: str, component_id: int, image: np.ndarray) -> dict:
+    """The failure meta answered to a second page's offer while a first one streams."""
+    first = ComponentServerClient(url, component_id, image)
+    second = ComponentServerClient(url, component_id, image)
+    try:
+        await first.connect()
+        with pytest.raises(OfferRejected) as refused:
+            await second.connect()
+        return refused.value.body["meta"]
+    finally:
+        await first.close()
+
+
 def set_inputs(client: StreamClient, *values) -> None:
     """What the page does when the slider moves: the values on the session's own channel."""
     client.send({"type": "inputs", "values": list(values)})
@@ -143,20 +156,11 @@ async def test_concurrency_limit_answers_busy_through_component_server(astronaut
         webrtc = WebRTC()
         webrtc.stream(fn=lambda f: None, inputs=[webrtc], outputs=[webrtc], concurrency_limit=1)
     url = launch(demo)
-    first = ComponentServerClient(url, webrtc._id, astronaut)
-    second = ComponentServerClient(url, webrtc._id, astronaut)
     try:
-        await first.connect()
-        with pytest.raises(OfferRejected) as refused:
-            await second.connect()
-        assert refused.value.body["meta"] == {
-            "error": "concurrency_limit_reached",
-            "message": refused.value.body["meta"]["message"],
-            "limit": 1,
-        }
+        meta = await second_offer_refusal(url, webrtc._id, astronaut)
     finally:
-        await first.close()
         demo.close()
+    assert meta == {"error": "concurrency_limit_reached", "message": meta["message"], "limit": 1}
 
 
 async def test_offer_rate_limit_applies_to_the_page_path(astronaut):
@@ -167,16 +171,11 @@ async def test_offer_rate_limit_applies_to_the_page_path(astronaut):
         server = webrtc.stream(fn=lambda f: None, inputs=[webrtc], outputs=[webrtc])
     server.configure(offer_rate=0.01, offer_burst=1)
     url = launch(demo)
-    first = ComponentServerClient(url, webrtc._id, astronaut)
-    second = ComponentServerClient(url, webrtc._id, astronaut)
     try:
-        await first.connect()
-        with pytest.raises(OfferRejected) as refused:
-            await second.connect()
-        assert refused.value.body["meta"]["error"] == "rate_limited"
+        meta = await second_offer_refusal(url, webrtc._id, astronaut)
     finally:
-        await first.close()
         demo.close()
+    assert meta["error"] == "rate_limited"
 
 
 async def test_example_demo_in_browser_render_sends_detections_not_video(astronaut):
