@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from av import VideoFrame
@@ -12,6 +13,8 @@ from av import VideoFrame
 from component.detections import Detection, Detections
 from component.throttled_log import ThrottledLog
 from component.tracks import CameraFrame, Latest, OutgoingTrack
+from tests.support.client import StreamClient
+from tests.support.images import photo
 from tests.support.waits import wait_for
 
 
@@ -90,3 +93,28 @@ async def test_outgoing_track_logs_a_failing_draw_once_then_counts_and_keeps_sen
         finally:
             sending.cancel()
             track.stop()
+
+
+async def test_a_fn_failing_on_every_frame_is_logged_once_then_counted(serve_stream, caplog):
+    """A real session whose fn raises on every frame: the scheduler logs the first
+    failure with its traceback and at most one count line per 10 s after it."""
+
+    def broken(frame, threshold):
+        raise RuntimeError("the model fell over")
+
+    caplog.set_level(logging.ERROR, logger="rayrtc.scheduler")
+    url, stream = await serve_stream(broken, stream_every=0.0)
+    client = StreamClient(url, photo("astronaut"), fps=15)
+    started = time.monotonic()
+    try:
+        await client.connect()
+        await client.wait_connected()
+        session = stream.get(client.webrtc_id)
+        await wait_for(lambda: session.scheduler.stats.errors >= 30, 20, what="30 failed fn calls")
+        elapsed = time.monotonic() - started
+    finally:
+        await client.close()
+    records = [r for r in caplog.records if r.name == "rayrtc.scheduler"]
+    assert records and records[0].exc_info is not None
+    assert "stream fn failed" in records[0].getMessage()
+    assert len(records) <= 1 + int(elapsed // 10), [r.getMessage() for r in records]
