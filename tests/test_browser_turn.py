@@ -17,9 +17,9 @@ import pytest
 
 from tests.support.browser import TcpForwarder, browser_context, camera_image, netns_unavailable_reason, write_y4m
 from tests.support.images import photo
+from tests.support.page import new_page, page_wait, start, wait_state
 from tests.support.ports import LOOPBACK, free_port, free_udp_tcp_port
 from tests.support.turn import Coturn, coturn_unavailable_reason
-from tests.test_browser import new_page, page_wait, start, wait_state
 
 _SKIP = netns_unavailable_reason() or coturn_unavailable_reason()
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")]

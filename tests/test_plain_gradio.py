@@ -9,7 +9,6 @@ demo from Chromium.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import threading
 import time
 
@@ -20,19 +19,11 @@ import pytest
 from component import Detection, Detections, WebRTC
 from tests.support.client import ComponentServerClient, OfferRejected, StreamClient
 from tests.support.images import green_mask, photo
-from tests.support.paths import ROOT
+from tests.support.paths import load_example
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.waits import wait_for
 
 SEND_FPS = 15
-
-
-def load_example():
-    path = ROOT / "examples" / "plain_gradio_demo.py"
-    spec = importlib.util.spec_from_file_location("plain_gradio_demo", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def launch(demo: gr.Blocks) -> str:
