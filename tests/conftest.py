@@ -14,24 +14,14 @@ import os
 # (Read by Ray at import time, so it is set before anything imports ray.)
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-from dataclasses import dataclass
-
 import pytest
 
 from component.ice import set_host_addresses
-from tests.support.admin import ADMIN_TOKEN
+from tests.support.app import ServedApp, deploy_app
 from tests.support.ports import LOOPBACK, free_port
 
 # Both ends of every test peer connection gather on loopback only.
 set_host_addresses([LOOPBACK])
-
-
-@dataclass(frozen=True)
-class ServedApp:
-    name: str
-    url: str
-    args: "object"
-
 
 METRICS_PORT = free_port()
 
@@ -62,23 +52,6 @@ def serve_instance():
 def metrics_url(serve_instance) -> str:
     """This node's Prometheus endpoint (Ray's metrics agent)."""
     return f"http://{LOOPBACK}:{METRICS_PORT}/metrics"
-
-
-def deploy_app(base: str, name: str, prefix: str, **overrides) -> ServedApp:
-    """Deploy one more app on the session's Serve instance (loopback ICE, small detector)."""
-    from ray import serve
-
-    from serve_app import AppArgs, app
-
-    args = AppArgs(
-        ice_host_addresses=[LOOPBACK],
-        detector_num_cpus=0.5,
-        detector_max_replicas=1,
-        default_threshold=0.3,
-        **{"offer_rate_per_s": None, "admin_token": ADMIN_TOKEN, **overrides},
-    )
-    serve.run(app(args), name=name, route_prefix=prefix)
-    return ServedApp(name=name, url=base + (prefix if prefix != "/" else ""), args=args)
 
 
 @pytest.fixture(scope="session")

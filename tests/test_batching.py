@@ -9,7 +9,7 @@ import pytest
 from ray import serve
 
 from deployments.models import ModelSpec, build_preprocessor
-from tests.conftest import deploy_app
+from tests.support.app import deploy_app
 from tests.support.images import photo
 from tests.support.paths import SHARED_MODELS
 

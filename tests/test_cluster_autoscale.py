@@ -14,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.support.cluster import StickyClient, app_args, replicas, wait_replicas
+from tests.support.app import app_args
+from tests.support.cluster import StickyClient, replicas, wait_replicas
 from tests.support.images import photo
 
 APP = "auto"

@@ -20,7 +20,8 @@ from component.ice import (
     current_process_settings,
     restore_process_settings,
 )
-from tests.support.cluster import StickyClient, app_args
+from tests.support.app import app_args
+from tests.support.cluster import StickyClient
 from tests.support.images import photo
 from tests.support.ports import LOOPBACK, free_port_block
 from tests.support.waits import wait_for

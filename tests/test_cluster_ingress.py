@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 
+from tests.support.app import app_args
 from tests.support.client import OfferRejected
 from tests.support.cluster import (
     StickyClient,
-    app_args,
     delete_declarative,
     deploy_declarative,
     ids_owned_by,

@@ -206,7 +206,7 @@ def overlay_app(serve_instance):
     """The app with `render=browser`, as `serve run serve_app:app render=browser` builds it."""
     from ray import serve
 
-    from tests.conftest import deploy_app
+    from tests.support.app import deploy_app
 
     served = deploy_app(serve_instance, "overlay", "/overlay", render="browser", time_limit=120, max_sessions=2)
     yield served

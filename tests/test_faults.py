@@ -13,8 +13,8 @@ import pytest
 import ray
 from ray import serve
 
-from tests.conftest import deploy_app
 from tests.support.admin import session_stats
+from tests.support.app import deploy_app
 from tests.support.client import StreamClient
 from tests.support.images import green_mask, photo
 from tests.support.paths import ROOT

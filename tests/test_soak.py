@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import deploy_app
 from tests.support.admin import admin_stats
+from tests.support.app import deploy_app
 from tests.support.client import StreamClient
 from tests.support.images import photo
 from tests.support.waits import wait_for

@@ -137,7 +137,7 @@ RELAY_TIME_LIMIT = 12.0
 def relay_app(serve_instance, coturn):
     from ray import serve
 
-    from tests.conftest import deploy_app
+    from tests.support.app import deploy_app
 
     app = deploy_app(
         serve_instance, "relay", "/relay",

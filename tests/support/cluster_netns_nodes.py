@@ -158,7 +158,7 @@ def main(temp_dir: str, addr_a: str, addr_b: str, netns_b: str) -> dict:
     from ray.serve.context import _get_global_client
 
     from serve_app import AppArgs, app
-    from tests.support.cluster import app_args
+    from tests.support.app import app_args
 
     ray.init(address=f"{addr_a}:{GCS_PORT}", _node_ip_address=addr_a, log_to_driver=False)
     alive = [n for n in ray.nodes() if n["Alive"]]
