@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import numpy as np
 import pytest
 
 from tests.support.app import app_args

@@ -17,7 +17,6 @@ from tests.support.cluster import (
     delete_declarative,
     deploy_declarative,
     ids_owned_by,
-    replicas,
     wait_replicas,
 )
 from tests.support.images import green_mask, photo

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 import ray
 from ray import serve

@@ -8,7 +8,6 @@ import asyncio
 import os
 import time
 
-import httpx
 import pytest
 
 from tests.support.admin import admin_stats
