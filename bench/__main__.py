@@ -7,8 +7,12 @@ import sys
 
 def main(argv: list[str]) -> int:
     commands = {"run": "bench.sweep", "loadgen": "bench.loadgen", "raw": "bench.models_raw", "report": "bench.report"}
+    usage = "usage: python -m bench {run|loadgen|raw|report} [--help]"
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage)
+        return 0
     if not argv or argv[0] not in commands:
-        print("usage: python -m bench {run|loadgen|raw|report} [--help]", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     import importlib
 

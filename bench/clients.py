@@ -24,13 +24,12 @@ from typing import Any, Optional
 
 import httpx
 import numpy as np
-from aiortc import MediaStreamTrack, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from aiortc import MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
 from bench.loop import CODECS, FPS, LoopTrack, answer_pli_with_keyframes, read_frame_position
-from component.client import OfferRejected, StreamClient
 from component.ice import IceConfig
+from tests.support.client import ComponentServerOffer, StreamClient
 
 RENDERS = ("server", "browser")
 DETECTION_KEYS = {"type", "seq", "age_ms", "items"}
@@ -122,19 +121,7 @@ class BenchClient(StreamClient):
         if self.answer_direction not in ("recvonly", "sendrecv"):
             raise RuntimeError(f"answer's video direction is {self.answer_direction!r}: the server would receive nothing")
         self.track.use(self.answer_codec)
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
-
-    async def connect(self, timeout: float = 20.0) -> dict:
-        body = {"sdp": await self.offer_sdp(), "type": "offer", "webrtc_id": self.webrtc_id}
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
-            resp = await http.post(self.base_url + self.offer_path, json=body, headers=self.headers)
-        self.offer_response_headers = resp.headers
-        data = resp.json() if resp.content else None
-        if resp.status_code != 200 or not isinstance(data, dict) or "sdp" not in data:
-            await self.close()
-            raise OfferRejected(resp.status_code, data)
-        await self.apply_answer(data)
-        return data
+        await super().apply_answer(answer)
 
     # -- what comes back -------------------------------------------------------------------
     def _on_message(self, message: Any) -> None:
@@ -167,23 +154,13 @@ class BenchClient(StreamClient):
                 encoded = q.qsize() if q is not None else -1
         return decoded, encoded
 
-    async def _read(self, track: MediaStreamTrack) -> None:
-        r = self.received
-        try:
-            while True:
-                frame = await track.recv()
-                now = time.monotonic()
-                if r.count % 10 == 0:
-                    self.queue_log.append((now, *self._queues(track)))
-                r.count += 1
-                r.first_at = r.first_at or now
-                r.last_at = now
-                match = self.track.log.match(read_frame_position(frame), now)
-                self.recv_log.append((now, None, None) if match is None else (now, match[0], now - match[1]))
-                event, self._new_frame = self._new_frame, asyncio.Event()
-                event.set()
-        except MediaStreamError:
-            pass
+    def on_frame(self, track: MediaStreamTrack, frame: Any, now: float) -> None:
+        """Log the returned frame's round trip (its loop position read from the luma
+        plane, matched to its send) and, every 10th frame, our own receive queues."""
+        if self.received.count % 10 == 0:
+            self.queue_log.append((now, *self._queues(track)))
+        match = self.track.log.match(read_frame_position(frame), now)
+        self.recv_log.append((now, None, None) if match is None else (now, match[0], now - match[1]))
 
     async def wait_detections(self, count: int, timeout: float = 20.0) -> None:
         """Wait until `count` more detection messages arrived."""
@@ -209,7 +186,7 @@ class BenchClient(StreamClient):
         await super().close()
 
 
-class ReferenceClient(BenchClient):
+class ReferenceClient(ComponentServerOffer, BenchClient):
     """A browser of the `gradio_webrtc` 0.0.31 reference, as its compiled frontend does it:
     the offer through Gradio's `component_server` (`fn_name: "offer"`), then, once
     connected, the component's `tick` event through `queue/join` with
@@ -225,22 +202,6 @@ class ReferenceClient(BenchClient):
         self.session_hash = uuid.uuid4().hex[:11]
         self._sse: Optional[asyncio.Task] = None
         self.started = asyncio.Event()
-
-    async def connect(self, timeout: float = 20.0) -> dict:
-        body = {
-            "session_hash": self.session_hash,
-            "component_id": self.component_id,
-            "fn_name": "offer",
-            "data": {"sdp": await self.offer_sdp(), "type": "offer", "webrtc_id": self.webrtc_id},
-        }
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
-            resp = await http.post(self.base_url + "/gradio_api/component_server", json=body)
-        data = resp.json() if resp.content else None
-        if resp.status_code != 200 or not isinstance(data, dict) or data.get("status") == "failed":
-            await self.close()
-            raise OfferRejected(resp.status_code, data)
-        await self.apply_answer(data)
-        return data
 
     async def start(self, timeout: float = 20.0) -> None:
         body = {

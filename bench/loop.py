@@ -39,14 +39,14 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from component.client import read_frame_id, stamp_frame_id
+from tests.support.client import read_frame_id, stamp_frame_id
+from tests.support.pacing import TIME_BASE, VIDEO_CLOCK, FramePacer
 
 WIDTH, HEIGHT = 640, 480
 FPS = 30
 LOOP_FRAMES = 150  # 5 s: the round trip a loop position can be told apart over, before unwrapping
 BITRATE = 1_000_000  # a webcam's VP8 in a browser at 640x480: 0.5-1.5 Mbps
 NOISE_SIGMA = 2.5
-CLOCK = 90_000
 POSITION_BITS = 10  # loop positions < 1024; the other 10 of the 20 stamped bits check them
 POSITION_MASK = (1 << POSITION_BITS) - 1
 
@@ -191,7 +191,7 @@ def _encode(codec: str, frames: int, fps: int, bitrate: int) -> EncodedLoop:
     pictures = []
     for index in range(frames):
         picture = compose(image, patch, index, rng)
-        picture.pts, picture.time_base = index * CLOCK // fps, fractions.Fraction(1, CLOCK)
+        picture.pts, picture.time_base = index * VIDEO_CLOCK // fps, TIME_BASE
         pictures.append(picture)
     data = _vp8_frames(pictures, bitrate) if codec == "VP8" else _h264_frames(pictures, bitrate, fps)
     keys = [is_keyframe(codec, d) for d in data]
@@ -279,9 +279,7 @@ class LoopTrack(MediaStreamTrack):
         self._loop: Optional[EncodedLoop] = None
         self._position = 0
         self._keyframe_wanted = False
-        self._start: Optional[float] = None
-        self._paced_from = 0  # frames sent before the current rate took effect
-        self._pts = 0
+        self.pacer = FramePacer(fps)
         self._cap: Optional[float] = None
         self.caps: list[tuple[float, float]] = []  # (time, max_fps) of every cap applied
 
@@ -292,13 +290,13 @@ class LoopTrack(MediaStreamTrack):
         self._cap = max_fps
         self.caps.append((time.monotonic(), max_fps))
 
-    def _apply_cap(self, now: float) -> None:
-        assert self._codec is not None
+    def _apply_cap(self) -> None:
+        assert self._codec is not None and self._cap is not None
         loop = capped_loop(self._codec, self._cap, int(round(self.fps)))
         self._cap = None
         if loop is not self._loop:
             self._loop, self._position = loop, 0
-            self._start, self._paced_from = now, self.sent
+            self.pacer.change_rate(loop.fps, self.sent)
 
     def use(self, codec: str) -> None:
         self._codec = codec
@@ -315,24 +313,16 @@ class LoopTrack(MediaStreamTrack):
         if self._loop is None:
             await self._codec_known.wait()
             self._loop = await asyncio.to_thread(encoded_loop, self._codec, self.frames, int(round(self.fps)))
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
         if self._cap is not None:
-            self._apply_cap(now)
-        rate = self._loop.fps
-        due = self._start + (self.sent - self._paced_from) / rate
-        if due > now:
-            await asyncio.sleep(due - now)
+            self._apply_cap()
+        await self.pacer.wait(self.sent)
         if self.readyState != "live":
             raise MediaStreamError
         if self._keyframe_wanted:
             self._keyframe_wanted = False
             self._position = 0
         packet = av.Packet(self._loop.frames[self._position])
-        packet.pts = self._pts
-        self._pts += CLOCK // rate
-        packet.time_base = fractions.Fraction(1, CLOCK)
+        packet.pts, packet.time_base = self.pacer.pts(self.sent), TIME_BASE
         self.log.add(self.sent, self._position, time.monotonic())
         self._position = (self._position + 1) % len(self._loop.frames)
         self.sent += 1

@@ -15,16 +15,22 @@ from typing import Optional
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def cpu_seconds(pid: int) -> Optional[float]:
-    """User + system CPU seconds of all threads of `pid`, or None if it is gone."""
+def _stat_after_name(pid: int) -> Optional[list[str]]:
+    """/proc/PID/stat from field 3 (state) on, or None if the process is gone. The
+    name (field 2) is skipped whole: it may hold spaces and parentheses."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             text = f.read().decode(errors="replace")
     except OSError:
         return None
-    rest = text[text.rfind(")") + 2 :].split()
-    # rest[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+    return text[text.rfind(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> Optional[float]:
+    """User + system CPU seconds of all threads of `pid`, or None if it is gone."""
+    rest = _stat_after_name(pid)
+    # utime and stime are fields 14 and 15.
+    return None if rest is None else (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
 def cmdline(pid: int) -> str:
@@ -56,12 +62,8 @@ def find_pids(patterns: dict[str, str]) -> dict[str, list[int]]:
 
 
 def parent_pid(pid: int) -> Optional[int]:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    return int(text[text.rfind(")") + 2 :].split()[1])
+    rest = _stat_after_name(pid)
+    return None if rest is None else int(rest[1])  # field 4
 
 
 def same_cluster(roles: dict[str, list[int]], anchor: str = "ingress") -> dict[str, list[int]]:

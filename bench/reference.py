@@ -10,7 +10,6 @@ environment, so the reference runs the very same detector code at the same speed
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,11 +18,12 @@ from typing import Optional
 
 import httpx
 
+from tests.support.ports import LOOPBACK, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "bench" / "reference_app.py"
 DEFAULT_VENV = Path(os.environ.get("RAYRTC_BENCH_VENV", "~/.cache/rayrtc-bench/reference-venv")).expanduser()
 REFERENCE_PACKAGES = ["gradio==5.45.0", "gradio_webrtc==0.0.31", "requests"]
-LOOPBACK = "127.0.0.1"
 
 
 class ReferenceUnavailable(RuntimeError):
@@ -88,12 +88,6 @@ def ensure_venv(venv: Path = DEFAULT_VENV, log=print) -> Path:
     if not _check(python, wanted):
         raise ReferenceUnavailable("the reference venv installed but `import gradio_webrtc, onnxruntime, cv2` fails")
     return python
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 def discover(url: str, timeout: float = 10.0) -> dict:

@@ -4,10 +4,10 @@ configuration (model, batch size, detector replicas)."""
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any, Optional
 
-LOOPBACK = "127.0.0.1"
+from tests.support.ports import LOOPBACK, free_port
+
 # The bench's own apps only listen on loopback; the token opens GET /webrtc/sessions
 # (per-session counters), which the load generator reads.
 ADMIN_TOKEN = "rayrtc-bench-admin"
@@ -16,12 +16,6 @@ ADMIN_TOKEN = "rayrtc-bench-admin"
 # single-machine setup; read at `import ray`, so set before anything imports it.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 def start_ray(num_cpus: Optional[int] = None) -> str:

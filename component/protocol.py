@@ -23,7 +23,6 @@ class ErrorCode(str, Enum):
     CONNECTION_ALREADY_EXISTS = "connection_already_exists"
     OFFER_TOO_LARGE = "offer_too_large"
     CONCURRENCY_LIMIT_REACHED = "concurrency_limit_reached"
-    UNKNOWN_SESSION = "unknown_session"
     RATE_LIMITED = "rate_limited"
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
@@ -35,7 +34,6 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.CONNECTION_ALREADY_EXISTS: 409,
     ErrorCode.OFFER_TOO_LARGE: 413,
     ErrorCode.CONCURRENCY_LIMIT_REACHED: 503,
-    ErrorCode.UNKNOWN_SESSION: 404,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.FORBIDDEN: 403,

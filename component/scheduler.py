@@ -13,7 +13,7 @@ import inspect
 import logging
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional, Protocol, Sequence, Union
 
 import numpy as np
@@ -21,6 +21,7 @@ from av import VideoFrame
 
 from component.detections import Detections
 from component.metrics import StreamMetrics
+from component.throttled_log import ThrottledLog
 from component.tracks import CameraFrame, Closed, Latest, image_frame
 
 log = logging.getLogger("rayrtc.scheduler")
@@ -28,8 +29,6 @@ log = logging.getLogger("rayrtc.scheduler")
 StreamResult = Union[Detections, np.ndarray, None]
 StreamFn = Callable[..., Union[StreamResult, Awaitable[StreamResult]]]
 
-# An error burst is logged once, then again only after this long without errors.
-ERROR_LOG_QUIET_S = 10.0
 # An empty result this soon after one with boxes keeps the boxes: a detector that
 # misses a steady face in one frame (video noise) must not blink its box off.
 DETECTIONS_HOLD_S = 0.3
@@ -44,7 +43,6 @@ class StreamStats:
     skipped: int = 0
     last_error: str | None = None
     last_latency_s: float = 0.0
-    _last_error_logged: float = field(default=-1e9, repr=False)
 
 
 class FrameInput(Protocol):
@@ -121,6 +119,8 @@ class FrameScheduler:
         self._on_result = on_result
         self._boxes_at = -1e9
         self.stats = StreamStats()
+        # A fn that fails once usually fails on every frame: one traceback, then counts.
+        self._errors_log = ThrottledLog(log, f"session {session_id}: stream fn failed")
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -207,15 +207,8 @@ class FrameScheduler:
             )
 
     def record_error(self, exc: Exception) -> None:
-        """Count and (once per burst) log a failed call; also used by the picture
-        source of mode="receive", which shares these stats."""
+        """Count and log a failed call (the first in full, then a count every 10 s);
+        also used by the picture source of mode="receive", which shares these stats."""
         self.stats.errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        now = time.monotonic()
-        if now - self.stats._last_error_logged > ERROR_LOG_QUIET_S:
-            log.error(
-                "session %s: stream fn failed (%d errors so far): %s",
-                self.session_id, self.stats.errors, self.stats.last_error,
-                exc_info=exc if self.stats.errors == 1 else None,
-            )
-        self.stats._last_error_logged = now
+        self._errors_log.failure(exc)

@@ -24,6 +24,7 @@ from av import VideoFrame
 from component.annotate import draw_detections_yuv
 from component.detections import Detections
 from component.encoding import Encoded, OutgoingEncoder
+from component.throttled_log import ThrottledLog
 from component.yuv import copy_yuv420p, planes
 
 log = logging.getLogger("rayrtc.tracks")
@@ -169,9 +170,13 @@ class OutgoingTrack(MediaStreamTrack):
         images: Latest[VideoFrame],
         executor: Executor,
         on_frame: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self._on_frame = on_frame
+        # A draw or encode that fails once tends to fail on every frame: one report,
+        # then a count every 10 s (`clock` is for tests).
+        self.render_errors = ThrottledLog(log, "outgoing frame dropped: drawing or encoding failed", clock=clock)
         self._camera = camera
         self._detections = detections
         self._images = images
@@ -191,8 +196,9 @@ class OutgoingTrack(MediaStreamTrack):
         super().stop()
 
     async def recv(self) -> Union[VideoFrame, Encoded]:
-        """The next frame to send. A frame that cannot be drawn is skipped (logged):
-        an exception escaping here would stop aiortc's sender for good, silently."""
+        """The next frame to send. A frame that cannot be drawn is skipped (logged,
+        rate-limited): an exception escaping here would stop aiortc's sender for good,
+        silently."""
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()
@@ -213,8 +219,8 @@ class OutgoingTrack(MediaStreamTrack):
                 out = await loop.run_in_executor(
                     self._executor, _render, camera, self._detections.value, encoder, keyframe
                 )
-            except Exception:
-                log.exception("outgoing frame dropped: drawing or encoding failed")
+            except Exception as exc:
+                self.render_errors.failure(exc)
                 if keyframe and encoder is not None:
                     encoder.keyframe_again()
                 continue

@@ -51,10 +51,6 @@ class TurnCredentials:
     username: str
     credential: str
 
-    @property
-    def expires_at(self) -> int:
-        return int(self.username.split(":", 1)[0])
-
     def __repr__(self) -> str:  # the credential stays out of logs
         return f"TurnCredentials(urls={list(self.urls)!r}, username={self.username!r})"
 

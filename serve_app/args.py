@@ -7,7 +7,6 @@ with the argument's name, never later inside a replica.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from typing import Any, Literal, Optional

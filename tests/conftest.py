@@ -14,25 +14,16 @@ import os
 # (Read by Ray at import time, so it is set before anything imports ray.)
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-from dataclasses import dataclass
-
 import pytest
 
 from component.ice import IceConfig, claim_process_ice
-from tests.helpers import ADMIN_TOKEN, LOOPBACK, free_port
+from tests.support.app import ServedApp, deploy_app
+from tests.support.ports import LOOPBACK, free_port
 
 # Both ends of every test peer connection gather on loopback only: the test session is
 # the host that owns this process's ICE settings (tests that need others for a while
 # use `component.ice.scoped_process_ice`).
 claim_process_ice(IceConfig(host_addresses=(LOOPBACK,)), owner="the test session (tests/conftest.py)")
-
-
-@dataclass(frozen=True)
-class ServedApp:
-    name: str
-    url: str
-    args: "object"
-
 
 METRICS_PORT = free_port()
 
@@ -65,23 +56,6 @@ def metrics_url(serve_instance) -> str:
     return f"http://{LOOPBACK}:{METRICS_PORT}/metrics"
 
 
-def deploy_app(base: str, name: str, prefix: str, **overrides) -> ServedApp:
-    """Deploy one more app on the session's Serve instance (loopback ICE, small detector)."""
-    from ray import serve
-
-    from serve_app import AppArgs, app
-
-    args = AppArgs(
-        ice_host_addresses=[LOOPBACK],
-        detector_num_cpus=0.5,
-        detector_max_replicas=1,
-        default_threshold=0.3,
-        **{"offer_rate_per_s": None, "admin_token": ADMIN_TOKEN, **overrides},
-    )
-    serve.run(app(args), name=name, route_prefix=prefix)
-    return ServedApp(name=name, url=base + (prefix if prefix != "/" else ""), args=args)
-
-
 @pytest.fixture(scope="session")
 def main_app(serve_instance) -> ServedApp:
     return deploy_app(serve_instance, "main", "/", time_limit=120, max_sessions=8)
@@ -103,7 +77,7 @@ async def serve_stream():
 
     from component import IceConfig, StreamConfig, StreamServer, mount_offer_routes
     from component.policy import StreamPolicy
-    from tests.helpers import wait_for
+    from tests.support.waits import wait_for
 
     servers = []
 
@@ -134,9 +108,9 @@ async def serve_stream():
 
 @pytest.fixture(scope="module")
 def netns():
-    """A network namespace with a veth pair to this one (see `tests.browser_util.Netns`),
+    """A network namespace with a veth pair to this one (see `tests.support.netns.Netns`),
     one per test module, deleted after it."""
-    from tests.browser_util import Netns
+    from tests.support.netns import Netns
 
     ns = Netns.create()
     try:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from component.ratelimit import RateLimiter
-from tests.conftest import deploy_app
+from tests.support.app import deploy_app
 
 TOKEN = "s3cret-token"
 

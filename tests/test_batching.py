@@ -8,9 +8,10 @@ import asyncio
 import pytest
 from ray import serve
 
-from deployments.models import ModelSpec, build_preprocessor
-from tests.conftest import deploy_app
-from tests.helpers import SHARED_MODELS, photo
+from deployments.models import build_preprocessor
+from tests.support.app import deploy_app
+from tests.support.images import photo
+from tests.support.paths import SHARED_MODELS
 
 FASTESTDET = SHARED_MODELS / "fastestdet.onnx"
 pytestmark = pytest.mark.skipif(
@@ -54,8 +55,9 @@ async def test_concurrent_requests_share_batches_and_get_their_own_results(onnx_
 
 async def test_sessions_stream_through_the_onnx_detector(onnx_app):
     """Three sessions at once, each with its own photo, each gets boxes drawn."""
-    from component.client import StreamClient
-    from tests.helpers import green_mask, wait_for
+    from tests.support.client import StreamClient
+    from tests.support.images import green_mask
+    from tests.support.waits import wait_for
 
     clients = [StreamClient(onnx_app.url, photo(name), fps=10) for name in EXPECTED]
     try:

@@ -1,6 +1,6 @@
 """Headless Chromium through a real TURN relay, and the page's word when TURN fails.
 
-Chromium runs in the browser tests' network namespace (see browser_util); coturn
+Chromium runs in the browser tests' network namespace (see tests/support/browser.py); coturn
 listens on the host end of the veth pair, started and stopped here. Both ends use
 `ice_transport_policy=relay` with credentials minted by the app (TURN REST): the page
 fetches them per Start, the ingress mints its own per session. Then two broken TURN
@@ -15,10 +15,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.browser_util import Netns, TcpForwarder, browser_context, camera_image, netns_unavailable_reason, write_y4m
-from tests.helpers import LOOPBACK, free_port, photo
-from tests.test_browser import new_page, page_wait, start, wait_state
-from tests.turn_util import Coturn, free_udp_tcp_port, coturn_unavailable_reason
+from tests.support.browser import TcpForwarder, browser_context, camera_image, netns_unavailable_reason, write_y4m
+from tests.support.images import photo
+from tests.support.page import new_page, page_wait, start, wait_state
+from tests.support.ports import LOOPBACK, free_port, free_udp_tcp_port
+from tests.support.turn import Coturn, coturn_unavailable_reason
 
 _SKIP = netns_unavailable_reason() or coturn_unavailable_reason()
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")]
@@ -55,7 +56,7 @@ def coturn(netns):
 @pytest.fixture(scope="module")
 def camera(tmp_path_factory):
     from deployments.models import ModelSpec, build_preprocessor, load_backend
-    from tests.browser_util import CAMERA_SIZE
+    from tests.support.browser import CAMERA_SIZE
 
     frame = camera_image(photo("astronaut"))
     path = write_y4m(tmp_path_factory.mktemp("camera") / "astronaut.y4m", frame)

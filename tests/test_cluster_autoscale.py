@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import numpy as np
 import pytest
 
-from tests.cluster_support import StickyClient, app_args, replicas, wait_replicas
-from tests.helpers import photo
+from tests.support.app import app_args
+from tests.support.cluster import StickyClient, replicas, wait_replicas
+from tests.support.images import photo
 
 APP = "auto"
 SESSIONS = 3
@@ -29,7 +29,7 @@ def auto_app(serve_instance):
 
     args = AppArgs(**app_args(
         model="callable",
-        model_callable="tests.cluster_support:slow_batch",
+        model_callable="tests.support.cluster:slow_batch",
         model_batched=True,
         stream_every=0.0,
         time_limit=120,

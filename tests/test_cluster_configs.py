@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import ROOT
+from tests.support.paths import ROOT
 
 CLUSTER = ROOT / "cluster"
 

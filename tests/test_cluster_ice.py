@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import random
 import socket
 
 import pytest
@@ -26,8 +25,11 @@ from component.ice import (
     release_process_ice,
     scoped_process_ice,
 )
-from tests.cluster_support import StickyClient, app_args
-from tests.helpers import LOOPBACK, photo, wait_for
+from tests.support.app import app_args
+from tests.support.cluster import StickyClient
+from tests.support.images import photo
+from tests.support.ports import LOOPBACK, free_port_block
+from tests.support.waits import wait_for
 
 DOC_ADDRESS = "203.0.113.7"  # TEST-NET-3: never routed, never contacted here
 
@@ -56,23 +58,6 @@ def drop_candidates(sdp: str, keep) -> str:
     return "\r\n".join(kept) + "\r\n"
 
 
-def free_port_block(size: int) -> int:
-    """A base port with `size` consecutive UDP ports free on loopback right now."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - size)
-        socks = []
-        try:
-            for port in range(base, base + size):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind((LOOPBACK, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free UDP port block")
 
 
 async def connected_pair(offer_ice: IceConfig, answer_ice: IceConfig, answer_filter=None):

@@ -10,17 +10,17 @@ import time
 import numpy as np
 import pytest
 
-from component.client import OfferRejected
-from tests.cluster_support import (
+from tests.support.app import app_args
+from tests.support.client import OfferRejected
+from tests.support.cluster import (
     StickyClient,
-    app_args,
     delete_declarative,
     deploy_declarative,
     ids_owned_by,
-    replicas,
     wait_replicas,
 )
-from tests.helpers import green_mask, photo, wait_for
+from tests.support.images import green_mask, photo
+from tests.support.waits import wait_for
 
 FPS = 6
 

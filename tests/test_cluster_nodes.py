@@ -1,11 +1,11 @@
 """Two Ray nodes as on two machines: each in its own network namespace with its own
-address (a veth pair the test creates, see tests/netns_nodes.py), started with plain
+address (a veth pair the test creates, see tests/support/netns.py), started with plain
 `ray start --head` / `ray start --address`. Detector replicas land on the node with the
 `detector_node` resource, the ingress on the one with `ingress_node`, and a session
 streams through both and comes back annotated.
 
 The scenario runs in a subprocess inside the first namespace
-(tests/cluster_netns_nodes.py): this test session's driver is already connected to its
+(tests/support/cluster_netns_nodes.py): this test session's driver is already connected to its
 own local Ray, and a driver joins one cluster only.
 """
 
@@ -20,7 +20,7 @@ import tempfile
 
 import pytest
 
-from tests.cluster_netns_nodes import ROOT, cluster_pids, stop_cluster
+from tests.support.cluster_netns_nodes import ROOT, cluster_pids, stop_cluster
 
 TIMEOUT_S = 240  # typical run here: ~60 s on a loaded 2-core machine
 
@@ -31,7 +31,7 @@ def test_two_nodes_in_two_network_namespaces():
     --address` in the other, no patching. The ingress runs on node B, the detector on
     node A; a session's media reaches the ingress on B's address and its frames cross
     to A for detection. Both nodes and both namespaces are gone afterwards."""
-    from tests.netns_nodes import NodePair, unavailable_reason
+    from tests.support.netns import NodePair, unavailable_reason
 
     reason = unavailable_reason()
     if reason:
@@ -39,7 +39,7 @@ def test_two_nodes_in_two_network_namespaces():
     pair = NodePair.create()
     temp_dir = tempfile.mkdtemp(prefix="rrn", dir="/tmp")
     proc = subprocess.Popen(
-        [*pair.exec_prefix(0), sys.executable, str(ROOT / "tests" / "cluster_netns_nodes.py"), temp_dir,
+        [*pair.exec_prefix(0), sys.executable, str(ROOT / "tests" / "support" / "cluster_netns_nodes.py"), temp_dir,
          *pair.addresses, pair.names[1]],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

@@ -14,7 +14,7 @@ import tomllib
 import pytest
 import yaml
 
-from tests.helpers import ROOT
+from tests.support.paths import ROOT
 
 DOCKERFILES = ("Dockerfile", "Dockerfile.gpu")
 

@@ -10,8 +10,10 @@ import re
 
 import httpx
 
-from component.client import StreamClient
-from tests.helpers import ROOT, photo, wait_for
+from tests.support.client import StreamClient
+from tests.support.images import photo
+from tests.support.paths import ROOT
+from tests.support.waits import wait_for
 
 DASHBOARD = ROOT / "cluster" / "grafana-rayrtc.json"
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

@@ -11,9 +11,11 @@ import httpx
 import numpy as np
 import pytest
 
-from component.client import ImageTrack, StreamClient
 from deployments.models import ModelSpec, build_preprocessor, load_backend
-from tests.helpers import admin_stats, green_mask, photo, session_stats, wait_for
+from tests.support.admin import admin_stats, session_stats
+from tests.support.client import ImageTrack, StreamClient
+from tests.support.images import green_mask, photo
+from tests.support.waits import wait_for
 
 SEND_FPS = 15
 
@@ -204,7 +206,7 @@ def overlay_app(serve_instance):
     """The app with `render=browser`, as `serve run serve_app:app render=browser` builds it."""
     from ray import serve
 
-    from tests.conftest import deploy_app
+    from tests.support.app import deploy_app
 
     served = deploy_app(serve_instance, "overlay", "/overlay", render="browser", time_limit=120, max_sessions=2)
     yield served

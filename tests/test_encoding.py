@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from component import Detection, Detections, VideoEncoding
-from component.client import StreamClient
 from component.encoding import SENDER_ENCODER_ATTR, TunedH264Encoder, TunedVp8Encoder, make_encoder
-from tests.helpers import green_mask, photo, wait_for
+from tests.support.client import StreamClient
+from tests.support.images import green_mask, photo
+from tests.support.waits import wait_for
 
 
 def _frame() -> av.VideoFrame:

@@ -8,14 +8,16 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 import ray
 from ray import serve
 
-from component.client import StreamClient
-from tests.conftest import deploy_app
-from tests.helpers import ROOT, green_mask, photo, session_stats, wait_for
+from tests.support.admin import session_stats
+from tests.support.app import deploy_app
+from tests.support.client import StreamClient
+from tests.support.images import green_mask, photo
+from tests.support.paths import ROOT
+from tests.support.waits import wait_for
 
 
 @pytest.fixture(scope="module")

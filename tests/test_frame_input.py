@@ -15,7 +15,7 @@ from deployments.models.caffe import SsdPreprocessor
 from deployments.models.haar import HaarPreprocessor
 from deployments.models.onnx import OnnxPreprocessor
 from deployments.models.user import CallablePreprocessor
-from tests.helpers import photo
+from tests.support.images import photo
 
 PREPROCESSORS = {
     "haar": HaarPreprocessor(),

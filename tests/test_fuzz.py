@@ -14,8 +14,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from component.client import StreamClient
-from tests.helpers import ADMIN_HEADERS, admin_stats, photo, wait_for
+from tests.support.admin import ADMIN_HEADERS, admin_stats
+from tests.support.client import StreamClient
+from tests.support.images import photo
+from tests.support.waits import wait_for
 
 FUZZ_CASES = int(os.environ.get("RAYRTC_FUZZ_CASES", "300"))
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=200)

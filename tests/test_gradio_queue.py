@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from component.gradio_queue import IDLE_POLL_S, slow_idle_polling
-from tests.helpers import free_port
+from tests.support.ports import free_port
 
 
 def test_gradio_still_polls_with_the_attributes_we_set():

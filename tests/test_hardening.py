@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from component import Detection, Detections
-from component.client import StreamClient
 from component.client_address import ClientAddress
-from tests.helpers import ADMIN_HEADERS, photo, session_stats, wait_for
+from tests.support.admin import ADMIN_HEADERS, session_stats
+from tests.support.client import StreamClient
+from tests.support.images import photo
+from tests.support.waits import wait_for
 
 
 # -- 1. nobody but the owner changes a session; public stats name no session ------------

@@ -6,8 +6,9 @@ import re
 
 import httpx
 
-from component.client import StreamClient
-from tests.helpers import photo, wait_for
+from tests.support.client import StreamClient
+from tests.support.images import photo
+from tests.support.waits import wait_for
 
 
 async def scrape(url: str, app: str) -> dict[str, float]:

@@ -8,10 +8,12 @@ import httpx
 import pytest
 from aiortc import RTCPeerConnection
 
-from component.client import OfferRejected, StreamClient
 from component.ice import IceConfig
 from component.protocol import MAX_OFFER_BYTES
-from tests.helpers import admin_stats, photo, wait_for
+from tests.support.admin import admin_stats
+from tests.support.client import OfferRejected, StreamClient
+from tests.support.images import photo
+from tests.support.waits import wait_for
 
 
 async def post(url: str, **kwargs) -> httpx.Response:

@@ -9,66 +9,40 @@ demo from Chromium.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import secrets
 import threading
 import time
-from pathlib import Path
 
 import gradio as gr
-import httpx
 import numpy as np
 import pytest
-from aiortc import RTCSessionDescription
 
 from component import Detection, Detections, WebRTC
-from component.client import OfferRejected, StreamClient
-from tests.helpers import LOOPBACK, ROOT, free_port, green_mask, photo, wait_for
+from tests.support.client import ComponentServerClient, OfferRejected, StreamClient
+from tests.support.images import green_mask, photo
+from tests.support.paths import load_example
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.waits import wait_for
 
 SEND_FPS = 15
-
-
-def load_example():
-    path = ROOT / "examples" / "plain_gradio_demo.py"
-    spec = importlib.util.spec_from_file_location("plain_gradio_demo", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-class ComponentServerClient(StreamClient):
-    """A StreamClient that posts its offer the way the page does: through Gradio's
-    server-function endpoint, to the component's `offer` function."""
-
-    def __init__(self, base_url: str, component_id: int, image: np.ndarray, **kwargs) -> None:
-        super().__init__(base_url, image, **kwargs)
-        self.component_id = component_id
-        self.session_hash = secrets.token_hex(6)
-
-    async def connect(self, timeout: float = 20.0) -> dict:
-        self.pc.addTrack(self.track)
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        body = {
-            "session_hash": self.session_hash,
-            "component_id": self.component_id,
-            "fn_name": "offer",
-            "data": {"sdp": self.pc.localDescription.sdp, "type": "offer", "webrtc_id": self.webrtc_id},
-        }
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
-            resp = await http.post(f"{self.base_url}/gradio_api/component_server", json=body)
-        resp.raise_for_status()
-        data = resp.json()
-        if data.get("status") == "failed":
-            await self.close()
-            raise OfferRejected(resp.status_code, data)
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
-        return data
 
 
 def launch(demo: gr.Blocks) -> str:
     port = free_port()
     demo.launch(server_name=LOOPBACK, server_port=port, prevent_thread_lock=True, quiet=True)
     return f"http://{LOOPBACK}:{port}"
+
+
+async def second_offer_refusal(url: str, component_id: int, image: np.ndarray) -> dict:
+    """The failure meta answered to a second page's offer while a first one streams."""
+    first = ComponentServerClient(url, component_id, image)
+    second = ComponentServerClient(url, component_id, image)
+    try:
+        await first.connect()
+        with pytest.raises(OfferRejected) as refused:
+            await second.connect()
+        return refused.value.body["meta"]
+    finally:
+        await first.close()
 
 
 def set_inputs(client: StreamClient, *values) -> None:
@@ -173,20 +147,11 @@ async def test_concurrency_limit_answers_busy_through_component_server(astronaut
         webrtc = WebRTC()
         webrtc.stream(fn=lambda f: None, inputs=[webrtc], outputs=[webrtc], concurrency_limit=1)
     url = launch(demo)
-    first = ComponentServerClient(url, webrtc._id, astronaut)
-    second = ComponentServerClient(url, webrtc._id, astronaut)
     try:
-        await first.connect()
-        with pytest.raises(OfferRejected) as refused:
-            await second.connect()
-        assert refused.value.body["meta"] == {
-            "error": "concurrency_limit_reached",
-            "message": refused.value.body["meta"]["message"],
-            "limit": 1,
-        }
+        meta = await second_offer_refusal(url, webrtc._id, astronaut)
     finally:
-        await first.close()
         demo.close()
+    assert meta == {"error": "concurrency_limit_reached", "message": meta["message"], "limit": 1}
 
 
 async def test_offer_rate_limit_applies_to_the_page_path(astronaut):
@@ -198,16 +163,11 @@ async def test_offer_rate_limit_applies_to_the_page_path(astronaut):
         webrtc = WebRTC()
         webrtc.webrtc_stream(fn=lambda f: None, inputs=[webrtc], policy=StreamPolicy(offer_rate=0.01, offer_burst=1))
     url = launch(demo)
-    first = ComponentServerClient(url, webrtc._id, astronaut)
-    second = ComponentServerClient(url, webrtc._id, astronaut)
     try:
-        await first.connect()
-        with pytest.raises(OfferRejected) as refused:
-            await second.connect()
-        assert refused.value.body["meta"]["error"] == "rate_limited"
+        meta = await second_offer_refusal(url, webrtc._id, astronaut)
     finally:
-        await first.close()
         demo.close()
+    assert meta["error"] == "rate_limited"
 
 
 async def test_example_demo_in_browser_render_sends_detections_not_video(astronaut):

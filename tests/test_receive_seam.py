@@ -20,7 +20,6 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.codecs import get_decoder
 from aiortc.rtcrtpreceiver import decoder_worker
 
-from component.client import ImageTrack, read_frame_id, stamp_frame_id
 from component.ice import IceConfig, scoped_process_ice, strip_mdns_candidates
 from component.receive import (
     DECODER_ERROR_ATTR,
@@ -32,7 +31,10 @@ from component.receive import (
     bound_track,
     is_keyframe,
 )
-from tests.helpers import LOOPBACK, photo, wait_for
+from tests.support.client import ImageTrack, read_frame_id, stamp_frame_id
+from tests.support.images import photo
+from tests.support.ports import LOOPBACK
+from tests.support.waits import wait_for
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
 

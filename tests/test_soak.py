@@ -8,12 +8,13 @@ import asyncio
 import os
 import time
 
-import httpx
 import pytest
 
-from component.client import StreamClient
-from tests.conftest import deploy_app
-from tests.helpers import admin_stats, photo, wait_for
+from tests.support.admin import admin_stats
+from tests.support.app import deploy_app
+from tests.support.client import StreamClient
+from tests.support.images import photo
+from tests.support.waits import wait_for
 
 SESSIONS = int(os.environ.get("RAYRTC_SOAK_SESSIONS", "200"))
 CONCURRENCY = 8

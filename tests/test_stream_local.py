@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from component import Detection, Detections, VideoEncoding
-from component.client import StreamClient
-from tests.helpers import LOOPBACK, free_port, green_mask, photo, wait_for
+from tests.support.client import StreamClient
+from tests.support.images import green_mask, photo
+from tests.support.waits import wait_for
 
 
 async def test_every_frame_can_reach_a_fast_fn_and_comes_back_annotated(serve_stream):
@@ -236,10 +237,10 @@ def test_overlay_channel_skips_messages_instead_of_queueing_them():
 class ReceiveOnlyClient(StreamClient):
     """A peer like the page in mode="receive": it offers to receive video, sends none."""
 
-    async def connect(self, timeout: float = 20.0) -> dict:
+    async def offer_sdp(self) -> str:
         self.pc.addTransceiver("video", direction="recvonly")
-        self.pc.addTrack = lambda track: None  # StreamClient.connect would add a camera
-        return await super().connect(timeout)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self.pc.localDescription.sdp
 
 
 async def test_receive_mode_streams_what_the_fn_makes(serve_stream):

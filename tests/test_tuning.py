@@ -12,8 +12,10 @@ import pytest
 from ray import serve
 
 from deployments.models import Detections, ModelSpec, build_preprocessor
-from tests.cluster_support import app_args, delete_declarative, deploy_declarative, replicas, wait_replicas
-from tests.helpers import photo, wait_for
+from tests.support.app import app_args
+from tests.support.cluster import delete_declarative, deploy_declarative, replicas, wait_replicas
+from tests.support.images import photo
+from tests.support.waits import wait_for
 
 APP, PREFIX = "tuning", "/tuning"
 # One frame per forward pass to start with; a long wait, so that once larger batches

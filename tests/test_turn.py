@@ -22,11 +22,13 @@ import pytest
 from aiortc import RTCPeerConnection
 from pydantic import ValidationError
 
-from component.client import StreamClient
 from component.ice import IceConfig, IceServer
 from component.turn import TurnRest, mint
-from tests.helpers import LOOPBACK, green_mask, photo, wait_for
-from tests.turn_util import Coturn, coturn_unavailable_reason, sdp_candidate_types, selected_pair_types
+from tests.support.client import StreamClient
+from tests.support.images import green_mask, photo
+from tests.support.ports import LOOPBACK
+from tests.support.turn import Coturn, coturn_unavailable_reason, sdp_candidate_types, selected_pair_types
+from tests.support.waits import wait_for
 
 _SKIP = coturn_unavailable_reason()
 needs_coturn = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
@@ -135,7 +137,7 @@ RELAY_TIME_LIMIT = 12.0
 def relay_app(serve_instance, coturn):
     from ray import serve
 
-    from tests.conftest import deploy_app
+    from tests.support.app import deploy_app
 
     app = deploy_app(
         serve_instance, "relay", "/relay",

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from component import Detection, Detections
-from component.client import StreamClient
+from tests.support.client import StreamClient
 from component.upload_rate import MAX_UPLOAD_FPS, MIN_UPLOAD_FPS, UploadRate
-from tests.helpers import photo, wait_for
+from tests.support.images import photo
+from tests.support.waits import wait_for
 
 
 def test_the_cap_follows_what_the_fn_takes_with_headroom():

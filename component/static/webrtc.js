@@ -23,7 +23,6 @@ const MESSAGES = {
   rate_limited: 'Too many connection attempts: wait a few seconds and press Start again.',
   unauthorized: 'Not authorised to stream: sign in again.',
   forbidden: 'Not allowed: this server refused the request.',
-  unknown_session: 'The server does not know this session any more: press Start again.',
   no_media_port: 'Server busy: no network port is free for video right now. Try again in a moment.',
   offer_failed: 'Could not reach the server to start the stream.',
   // session ended by the server
@@ -288,8 +287,7 @@ function onControl(ev) {
   else if (msg.type === 'pong') {
     if (typeof msg.t === 'number') rttMs = performance.now() - msg.t;
     if (typeof msg.detections === 'number') detections = msg.detections;
-  } else if (msg.type === 'stats' && typeof msg.detections === 'number') detections = msg.detections;
-  else if (msg.type === 'upload_cap' && typeof msg.max_fps === 'number' && pc) capUpload(pc, msg.max_fps);
+  } else if (msg.type === 'upload_cap' && typeof msg.max_fps === 'number' && pc) capUpload(pc, msg.max_fps);
 }
 
 function updateCountdown() {

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from component.client import StreamClient
 from component.ice import IceConfig, claim_process_ice
-from tests.helpers import photo
+from tests.support.client import StreamClient
+from tests.support.images import photo
 
 
 async def main(url: str) -> None:

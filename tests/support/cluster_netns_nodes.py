@@ -2,7 +2,7 @@
 through it, and the ingress -> detector hop timed across the nodes.
 
 Run by tests/test_cluster_nodes.py inside namespace A:
-`ip netns exec A python tests/cluster_netns_nodes.py TEMP_DIR ADDR_A ADDR_B NETNS_B`.
+`ip netns exec A python tests/support/cluster_netns_nodes.py TEMP_DIR ADDR_A ADDR_B NETNS_B`.
 Node A (`ray start --head` on ADDR_A) holds `detector_node`; node B (`ray start
 --address ADDR_A:PORT` inside NETNS_B, on ADDR_B) holds `ingress_node`. Plain Ray: no
 setting or patch of Ray internals. The session's media goes from this process (on A)
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -86,7 +86,7 @@ def ray_start(prefix: list[str], args: list[str], env: dict[str, str]) -> subpro
 def hop_times(handle, n: int) -> dict:
     """Round trips of a Detector call from this process, in ms."""
     from deployments.models import ModelSpec, build_preprocessor
-    from tests.helpers import photo
+    from tests.support.images import photo
 
     model_input = build_preprocessor(ModelSpec())(photo("astronaut"))
     out = {}
@@ -103,9 +103,9 @@ def hop_times(handle, n: int) -> dict:
 
 
 async def stream(url: str, host_a: str, seconds: float) -> dict:
-    from component.client import StreamClient
     from component.ice import IceConfig, claim_process_ice
-    from tests.helpers import green_mask, photo
+    from tests.support.client import StreamClient
+    from tests.support.images import green_mask, photo
 
     claim_process_ice(IceConfig(host_addresses=(host_a,)), owner="cluster_netns_nodes' client")
     client = StreamClient(url, photo("astronaut")[:256, 128:384].copy(), fps=10)
@@ -158,7 +158,7 @@ def main(temp_dir: str, addr_a: str, addr_b: str, netns_b: str) -> dict:
     from ray.serve.context import _get_global_client
 
     from serve_app import AppArgs, app
-    from tests.cluster_support import app_args
+    from tests.support.app import app_args
 
     ray.init(address=f"{addr_a}:{GCS_PORT}", _node_ip_address=addr_a, log_to_driver=False)
     alive = [n for n in ray.nodes() if n["Alive"]]

@@ -9,7 +9,6 @@ is ever sent to a public STUN server.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 import time
 import uuid
@@ -23,6 +22,7 @@ from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
 from component.ice import IceConfig
+from tests.support.pacing import TIME_BASE, FramePacer
 
 ID_BITS = 20
 ID_BLOCK = 16  # px per bit; survives VP8 at any sane bitrate
@@ -59,7 +59,7 @@ class ImageTrack(MediaStreamTrack):
         self.stamp_ids = stamp_ids
         self.sent = 0
         self.sent_at: dict[int, float] = {}
-        self._start: Optional[float] = None
+        self.pacer = FramePacer(fps)
 
     def compose(self, index: int) -> np.ndarray:
         """The pixels of frame `index`; override to animate (keep the id stamp)."""
@@ -79,16 +79,10 @@ class ImageTrack(MediaStreamTrack):
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        due = self._start + self.sent / self.fps
-        if due > now:
-            await asyncio.sleep(due - now)
+        await self.pacer.wait(self.sent)
         index = self.sent
         frame = VideoFrame.from_ndarray(self.compose(index), format="bgr24")
-        frame.pts = int(index * 90000 / self.fps)
-        frame.time_base = fractions.Fraction(1, 90000)
+        frame.pts, frame.time_base = self.pacer.pts(index), TIME_BASE
         self.on_sent(index, time.monotonic())
         self.sent += 1
         return frame
@@ -170,34 +164,55 @@ class StreamClient:
             while True:
                 frame = await track.recv()
                 now = time.monotonic()
+                self.on_frame(track, frame, now)
                 r.count += 1
                 r.first_at = r.first_at or now
                 r.last_at = now
                 r.latest = frame
-                if self.measure_latency:
-                    image = frame.to_ndarray(format="gray")
-                    sent = self.track.sent_at.get(read_frame_id(image))
-                    if sent is not None:
-                        r.latencies.append(now - sent)
                 event, self._new_frame = self._new_frame, asyncio.Event()
                 event.set()
         except MediaStreamError:
             pass
 
-    async def connect(self, timeout: float = 20.0) -> dict:
-        """Post the offer and apply the answer; raises `OfferRejected` on a failure body."""
+    def on_frame(self, track: MediaStreamTrack, frame: VideoFrame, now: float) -> None:
+        """A returned frame arrived (before it is counted): the round trip of its stamped
+        id, when measuring. Subclasses log what they need here."""
+        if self.measure_latency:
+            sent = self.track.sent_at.get(read_frame_id(frame.to_ndarray(format="gray")))
+            if sent is not None:
+                self.received.latencies.append(now - sent)
+
+    # -- offer / answer: the steps a subclass may replace (another offer endpoint, a
+    # -- pre-encoded track) while `connect` stays one sequence ------------------------
+    async def offer_sdp(self) -> str:
+        """Add the outgoing track and return the local offer."""
         self.pc.addTrack(self.track)
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        body = {"sdp": self.pc.localDescription.sdp, "type": "offer", "webrtc_id": self.webrtc_id}
+        return self.pc.localDescription.sdp
+
+    def offer_request(self, sdp: str) -> tuple[str, dict[str, Any]]:
+        """(path, JSON body) of the offer's POST."""
+        return self.offer_path, {"sdp": sdp, "type": "offer", "webrtc_id": self.webrtc_id}
+
+    def is_answer(self, status: int, data: Any) -> bool:
+        return status == 200 and isinstance(data, dict) and "sdp" in data
+
+    async def apply_answer(self, answer: dict) -> None:
+        sdp = self.answer_filter(answer["sdp"]) if self.answer_filter else answer["sdp"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=answer["type"]))
+
+    async def connect(self, timeout: float = 20.0) -> dict:
+        """Post the offer and apply the answer; raises `OfferRejected` (after closing the
+        peer connection) on anything but an answer."""
+        path, body = self.offer_request(await self.offer_sdp())
         async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
-            resp = await http.post(self.base_url + self.offer_path, json=body, headers=self.headers)
+            resp = await http.post(self.base_url + path, json=body, headers=self.headers)
         self.offer_response_headers = resp.headers
-        data = resp.json()
-        if resp.status_code != 200:
+        data = resp.json() if resp.content else None
+        if not self.is_answer(resp.status_code, data):
             await self.close()
             raise OfferRejected(resp.status_code, data)
-        sdp = self.answer_filter(data["sdp"]) if self.answer_filter else data["sdp"]
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=data["type"]))
+        await self.apply_answer(data)
         return data
 
     async def wait_connected(self, timeout: float = 20.0) -> None:
@@ -243,3 +258,35 @@ class StreamClient:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class ComponentServerOffer:
+    """Mixin for a `StreamClient`: post the offer as a Gradio page does, through Gradio's
+    server-function endpoint to the component's `offer` function (our component in a
+    plain Gradio app, and the `gradio_webrtc` reference alike). The class sets
+    `component_id` and `session_hash`."""
+
+    component_id: int
+    session_hash: str
+
+    def offer_request(self, sdp: str) -> tuple[str, dict[str, Any]]:
+        _, offer = super().offer_request(sdp)  # type: ignore[misc]
+        return "/gradio_api/component_server", {
+            "session_hash": self.session_hash,
+            "component_id": self.component_id,
+            "fn_name": "offer",
+            "data": offer,
+        }
+
+    def is_answer(self, status: int, data: Any) -> bool:
+        # A refused offer still answers HTTP 200 here, with the protocol's failure body.
+        return super().is_answer(status, data) and data.get("status") != "failed"  # type: ignore[misc]
+
+
+class ComponentServerClient(ComponentServerOffer, StreamClient):
+    """A `StreamClient` whose offer goes through the component's `offer` server function."""
+
+    def __init__(self, base_url: str, component_id: int, image: np.ndarray, **kwargs: Any) -> None:
+        super().__init__(base_url, image, **kwargs)
+        self.component_id = component_id
+        self.session_hash = uuid.uuid4().hex[:12]

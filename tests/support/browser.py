@@ -3,7 +3,7 @@ a TCP forwarder into it, and the Chromium launch.
 
 Why a namespace: Chromium never gathers loopback ICE candidates, so on the host it
 would stream over the machine's real interface. Here Chromium runs inside a network
-namespace this module creates, joined to the host by a veth pair with private
+namespace (`tests.support.netns.Netns`), joined to the host by a veth pair with private
 addresses nobody else uses; the namespace has no default route, so nothing Chromium
 does can leave the pair. The Serve HTTP proxy stays on 127.0.0.1 and a tiny forwarder
 on the host end of the pair carries the page's HTTP to it; the ingress gathers its ICE
@@ -14,24 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import os
-import shutil
-import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Optional, Sequence
 
 import cv2
 import numpy as np
 
-CHROMIUM = "/usr/bin/chromium"
-# A /16 of private addresses for the test's veth pairs; each run takes a free /30.
-VETH_POOL = ipaddress.ip_network("10.213.0.0/16")
+from tests.support.netns import Netns, unavailable_reason
 
-NETNS_PREFIX = "rtcbrowser"  # + the test process's pid
+CHROMIUM = "/usr/bin/chromium"
 
 CAMERA_SIZE = (640, 480)  # width, height of the fake camera
 CAMERA_FPS = 30
@@ -64,73 +57,6 @@ def write_y4m(path: Path, frame_bgr: np.ndarray, frames: int = 1, fps: int = CAM
     return path
 
 
-def _run(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-
-
-def _used_ipv4() -> set[ipaddress.IPv4Network]:
-    out = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=True).stdout
-    nets = set()
-    for line in out.splitlines():
-        parts = line.split()
-        if "inet" in parts:
-            nets.add(ipaddress.ip_interface(parts[parts.index("inet") + 1]).network)
-    return nets
-
-
-@dataclass
-class Netns:
-    """A network namespace with `lo` up and a veth pair to the host."""
-
-    name: str
-    host_if: str
-    host_ip: str
-    ns_ip: str
-
-    @classmethod
-    def create(cls) -> "Netns":
-        remove_stale_namespaces()
-        tag = str(os.getpid())  # interface names: at most 15 characters
-        name, host_if, ns_if = f"{NETNS_PREFIX}{tag}", f"rtcb{tag}h", f"rtcb{tag}n"
-        used = _used_ipv4()
-        subnet = next(
-            s for s in VETH_POOL.subnets(new_prefix=30) if not any(s.overlaps(u) for u in used)
-        )
-        host_ip, ns_ip = (str(a) for a in list(subnet.hosts())[:2])
-        self = cls(name, host_if, host_ip, ns_ip)
-        try:
-            _run("ip", "netns", "add", name)
-            _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-            _run("ip", "link", "set", ns_if, "netns", name)
-            _run("ip", "addr", "add", f"{host_ip}/30", "dev", host_if)
-            _run("ip", "link", "set", host_if, "up")
-            inside = ("ip", "netns", "exec", name)
-            # IPv4 only on the pair: no link-local IPv6 candidates to pair up or probe.
-            _run(*inside, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
-            _run(*inside, "ip", "link", "set", "lo", "up")
-            _run(*inside, "ip", "addr", "add", f"{ns_ip}/30", "dev", ns_if)
-            _run(*inside, "ip", "link", "set", ns_if, "up")
-        except BaseException:
-            self.delete()
-            raise
-        return self
-
-    def delete(self) -> None:
-        # Deleting one end of a veth pair deletes both.
-        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
-
-
-def remove_stale_namespaces() -> None:
-    """Delete namespaces (and their veth pairs) left by test runs that were killed."""
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        name = line.split()[0] if line.split() else ""
-        pid = name[len(NETNS_PREFIX):]
-        if name.startswith(NETNS_PREFIX) and pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            Netns(name, f"rtcb{pid}h", "", "").delete()
-
-
 def netns_unavailable_reason() -> Optional[str]:
     """Why browser tests cannot run here, or None."""
     if not Path(CHROMIUM).exists():
@@ -139,16 +65,7 @@ def netns_unavailable_reason() -> Optional[str]:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         return "the playwright Python package is not installed"
-    if shutil.which("ip") is None:
-        return "iproute2 (`ip`) is not installed"
-    if os.geteuid() != 0:
-        return "creating a network namespace for Chromium needs root"
-    probe = f"rtcprobe{os.getpid()}"
-    done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if done.returncode != 0:
-        return f"cannot create a network namespace: {done.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
+    return unavailable_reason()
 
 
 class TcpForwarder:

@@ -11,31 +11,11 @@ from typing import Any, Iterable, Optional
 import httpx
 import numpy as np
 
-from component.client import StreamClient
-from tests.helpers import ADMIN_HEADERS, ADMIN_TOKEN
+from tests.support.admin import ADMIN_HEADERS
+from tests.support.client import StreamClient
 
 SESSION_HEADER = "x-session-id"  # Serve's default RAY_SERVE_SESSION_ID_HEADER_KEY
 REPLICA_HEADER = "x-rayrtc-replica"  # set by the ingress on every response
-
-
-def app_args(**overrides: Any) -> dict[str, Any]:
-    """AppArgs for a test app on loopback; switches off offer rate limiting (tests
-    open sessions back to back) and the idle-client timeout (a starved CI machine can
-    stall a test client's camera for seconds) where the app has them."""
-    from serve_app.args import AppArgs
-
-    base: dict[str, Any] = {
-        "ice_host_addresses": ["127.0.0.1"],
-        "detector_num_cpus": 0.25,
-        "detector_max_replicas": 1,
-    }
-    for optional in ("offer_rate_per_s", "idle_timeout"):
-        if optional in AppArgs.model_fields:
-            base[optional] = None
-    if "admin_token" in AppArgs.model_fields:
-        base["admin_token"] = ADMIN_TOKEN
-    base.update(overrides)
-    return base
 
 
 class StickyClient(StreamClient):

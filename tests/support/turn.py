@@ -9,7 +9,6 @@ Two ways to authenticate, as in production: the TURN REST scheme (`secret`: cotu
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
 import signal
@@ -21,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from tests.support.ports import free_port_block, free_udp_tcp_port
+
 TURNSERVER = "turnserver"
 REALM = "rayrtc.test"
 RELAY_PORTS = 64  # relay ports per server: two per session, a few sessions at a time
@@ -30,40 +31,6 @@ def coturn_unavailable_reason() -> Optional[str]:
     if shutil.which(TURNSERVER) is None:
         return "coturn is not installed (apt-get install -y coturn)"
     return None
-
-
-def free_udp_tcp_port(address: str) -> int:
-    """A port free for both UDP and TCP on `address` (coturn listens on both)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((address, 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((address, port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError(f"no port free for both UDP and TCP on {address}")
-
-
-def _free_udp_range(address: str, count: int) -> tuple[int, int]:
-    """`count` consecutive UDP ports, all free on `address` right now."""
-    for _ in range(200):
-        low = random.randrange(40000, 60000 - count)
-        socks = []
-        try:
-            for port in range(low, low + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind((address, port))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return low, low + count - 1
-    raise RuntimeError(f"no {count} consecutive free UDP ports on {address}")
 
 
 def stun_binding_ok(address: str, port: int, timeout: float = 0.3) -> bool:
@@ -106,10 +73,11 @@ class Coturn:
     ) -> "Coturn":
         if (secret is None) == (user is None):
             raise ValueError("give coturn either a REST secret or one user")
+        relay_base = free_port_block(RELAY_PORTS, address)
         self = cls(
             address=address,
             port=free_udp_tcp_port(address),
-            relay_ports=_free_udp_range(address, RELAY_PORTS),
+            relay_ports=(relay_base, relay_base + RELAY_PORTS - 1),
             realm=realm,
             workdir=Path(tempfile.mkdtemp(prefix="rtc-coturn-")),
             secret=secret,
