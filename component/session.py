@@ -8,6 +8,7 @@ browser on the data channel first so the page can say why the stream ended.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -81,7 +82,6 @@ class Session:
         self.policy = policy
         self.created_at = time.monotonic()
         self.connected_at: Optional[float] = None
-        self.end_reason: Optional[str] = None
         self._inputs: tuple[Any, ...] = tuple(inputs)
         self._on_closed = on_closed
         self._channel: Optional[RTCDataChannel] = None
@@ -334,19 +334,16 @@ class Session:
             **({"overlay_sent": self.overlay.sent, "overlay_skipped": self.overlay.skipped}
                if self.overlay is not None else {}),
             **({"upload_max_fps": round(self.upload.cap, 1)} if self.upload is not None else {}),
+            # What the bounded receive seam dropped (see `component.receive`).
+            **({"receive": dataclasses.asdict(self.receive_stats)} if self.receive_stats is not None else {}),
         }
 
     # -- shutdown -------------------------------------------------------------------
     def close(self, reason: str) -> asyncio.Task:
         """End the session (idempotent); returns the task that finishes closing."""
         if self._closing is None:
-            self.end_reason = reason
             self._closing = asyncio.ensure_future(self._close(reason))
         return self._closing
-
-    @property
-    def closed(self) -> bool:
-        return self._closing is not None and self._closing.done()
 
     async def _close(self, reason: str) -> None:
         log.info("session %s: closing (%s)", self.webrtc_id, reason)
