@@ -36,6 +36,9 @@ def app(args: AppArgs) -> Application:
         # Batch settings travel as user_config: a deploy changing only them retunes the
         # running replicas (Detector.reconfigure) instead of replacing them.
         user_config=args.detector_batch_config().user_config(),
+        # One access-log line per frame is not worth its cost (2-3 % of a busy detector
+        # replica, py-spy); errors are still logged, and metrics count every batch.
+        logging_config={"enable_access_log": False},
         ray_actor_options={
             "num_cpus": args.detector_num_cpus,
             "num_gpus": args.detector_num_gpus,
