@@ -24,7 +24,6 @@ from component.gradio_queue import slow_idle_polling
 from component.ice import claim_process_ice
 from deployments.ingress_settings import IngressSettings
 from deployments.metrics import ServeStreamMetrics
-from deployments.priority import media_priority
 from deployments.models import FrameFailure, ModelInput, build_preprocessor
 from deployments.page import build_ui
 
@@ -78,9 +77,6 @@ class Ingress:
         # Host addresses, UDP port range and advertised address hold for the whole
         # replica process (aioice offers no per-connection option): the replica owns them.
         claim_process_ice(settings.ice, owner=f"Ingress replica {_replica_id()}")
-        # Video first: this process carries the media, not Ray's worker niceness
-        # (see `deployments.priority`).
-        media_priority()
         self.preprocess = build_preprocessor(settings.model)
         self.webrtc: WebRTC | None = None
         _log_through_serve()
