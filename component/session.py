@@ -108,7 +108,6 @@ class Session:
         # `component.upload_rate`); counts since the last update.
         self.upload = UploadRate(policy.stream_every) if render == "browser" else None
         self.frames_received = 0
-        self._upload_counts = (0, 0, 0.0)
         self.scheduler = FrameScheduler(
             webrtc_id, fn, policy.stream_every, frame_index, self.camera, self.detections, self.images,
             lambda: self._inputs, executor, self._metrics,
@@ -202,10 +201,7 @@ class Session:
         """render="browser", once a second: tell the page the upload cap (when it changed)."""
         if self.upload is None or self._closing is not None:
             return
-        received, taken, at = self._upload_counts
-        now = time.monotonic()
-        self._upload_counts = (self.frames_received, self.scheduler.stats.calls, now)
-        cap = self.upload.update(self.frames_received - received, self.scheduler.stats.calls - taken, now - at)
+        cap = self.upload.observe(self.frames_received, self.scheduler.stats.calls, time.monotonic())
         if cap is not None and not self.send(upload_message(cap)):
             self.upload.unsent()
         self._call_later(UPDATE_PERIOD_S, self._update_upload)
@@ -270,8 +266,7 @@ class Session:
             if self.source is not None:
                 self._spawn(self._run_source(self.source), "source")
             if self.upload is not None:
-                self._upload_counts = (self.frames_received, self.scheduler.stats.calls, time.monotonic())
-                self._call_later(UPDATE_PERIOD_S, self._update_upload)
+                self._update_upload()  # the baseline; then once a second
         elif state == "disconnected":
             self._call_later(self.policy.disconnected_grace, self._disconnected_timeout)
         elif state in ("failed", "closed"):

@@ -59,11 +59,21 @@ class UploadRate:
     max_fps: float = MAX_UPLOAD_FPS
     cap: float = field(init=False)
     _sent: Optional[float] = field(init=False, default=None)
+    # (received, taken, time) at the last `observe`: the session passes running totals.
+    _last: Optional[tuple[int, int, float]] = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.stream_every > 0:
             self.max_fps = max(self.min_fps, min(self.max_fps, HEADROOM / self.stream_every))
         self.cap = self.max_fps
+
+    def observe(self, received_total: int, taken_total: int, now: float) -> Optional[float]:
+        """The session's running totals at `now`: the first call sets the baseline,
+        each later one applies `update` to what changed since the previous call."""
+        last, self._last = self._last, (received_total, taken_total, now)
+        if last is None:
+            return None
+        return self.update(received_total - last[0], taken_total - last[1], now - last[2])
 
     def update(self, received: int, taken: int, elapsed_s: float) -> Optional[float]:
         """Counts over the last `elapsed_s` seconds; returns the cap to send, or None

@@ -67,3 +67,10 @@ async def test_a_slow_fn_makes_the_server_cap_the_upload(serve_stream):
         assert stream.get(client.webrtc_id).stats()["upload_max_fps"] == pytest.approx(caps()[-1], abs=0.1)
     finally:
         await client.close()
+
+
+def test_running_totals_are_turned_into_per_window_counts():
+    rate = UploadRate()
+    assert rate.observe(100, 50, now=10.0) is None  # the baseline
+    # 30 received and 4 taken in the next second: as update(30, 4, 1.0).
+    assert rate.observe(130, 54, now=11.0) == pytest.approx(6.0)
