@@ -11,6 +11,7 @@ from typing import Any
 
 from ray import serve
 
+from deployments.autoscaling import FRAMES_IN_FLIGHT
 from deployments.batch_config import DEFAULT_BATCH, BatchConfig
 from deployments.metrics import DetectorMetrics
 from deployments.models import Detections, FrameFailure, ModelInput, ModelSpec, load_backend
@@ -33,6 +34,10 @@ class Detector:
         self._batch_sizes: Counter[int] = Counter()
         self._frames = 0
         self._busy_s = 0.0
+        # Frames received and not yet answered: what the autoscaler scales on
+        # (`record_autoscaling_stats`, `deployments.autoscaling`).
+        self._in_flight = 0
+        self._packs: Counter[int] = Counter()
         self._metrics = DetectorMetrics()
         log.info("detector ready: %s", self.backend.name)
 
@@ -78,6 +83,32 @@ class Detector:
         self._frames += len(inputs)
         return results
 
+    async def detect_pack(self, inputs: list[ModelInput]) -> list[Detections | FrameFailure]:
+        """Several sessions' frames sent as one call (`deployments.frame_packer`): one
+        call's fixed cost instead of one per frame. Each frame joins the batch queue
+        on its own, so batches still form across packs and callers, and each gets
+        its own answer: a frame that fails is a `FrameFailure` in its place."""
+        self._packs[len(inputs)] += 1
+        self._in_flight += len(inputs)
+        try:
+            answers = await asyncio.gather(*(self.detect(item) for item in inputs), return_exceptions=True)
+        finally:
+            self._in_flight -= len(inputs)
+        results: list[Detections | FrameFailure] = []
+        for answer in answers:
+            if isinstance(answer, asyncio.CancelledError):
+                raise answer
+            if isinstance(answer, BaseException):
+                results.append(FrameFailure(f"{type(answer).__name__}: {answer}"))
+            else:
+                results.append(answer)
+        return results
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom autoscaling metric: frames in this replica, not calls (a
+        pack of eight frames is one call). See `deployments.autoscaling`."""
+        return {FRAMES_IN_FLIGHT: float(self._in_flight)}
+
     def _infer(self, inputs: list[ModelInput]) -> list[Detections]:
         results = self.backend.infer(inputs)
         if len(results) != len(inputs):
@@ -105,5 +136,6 @@ class Detector:
             "frames": self._frames,
             "busy_s": round(self._busy_s, 4),
             "batch_sizes": dict(self._batch_sizes),
+            "pack_sizes": dict(self._packs),
             **current_priority(),
         }

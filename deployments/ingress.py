@@ -22,6 +22,7 @@ from ray.serve.handle import DeploymentHandle
 from component import Detections, ScaledInputFn, WebRTC, mount_offer_routes
 from component.gradio_queue import slow_idle_polling
 from component.ice import claim_process_ice
+from deployments.frame_packer import FramePacker
 from deployments.ingress_settings import IngressSettings
 from deployments.metrics import ServeStreamMetrics
 from deployments.models import FrameFailure, ModelInput, build_preprocessor
@@ -78,6 +79,10 @@ class Ingress:
         # replica process (aioice offers no per-connection option): the replica owns them.
         claim_process_ice(settings.ice, owner=f"Ingress replica {_replica_id()}")
         self.preprocess = build_preprocessor(settings.model)
+        # One detector call carries the frames sessions send within a few ms.
+        self.packer: FramePacker[ModelInput, Detections | FrameFailure] = FramePacker(
+            detector.detect_pack.remote, max_frames=settings.pack_max_frames, wait_s=settings.pack_wait_s
+        )
         self.webrtc: WebRTC | None = None
         _log_through_serve()
 
@@ -87,12 +92,11 @@ class Ingress:
         the session's threshold travels with it, so the model filters at it."""
         threshold = float(threshold)
         model_input = dataclasses.replace(model_input, min_score=threshold)
-        response = self.detector.detect.remote(model_input)
         timeout = self.settings.detector_timeout_s
         try:
-            detections = await asyncio.wait_for(response, timeout)
+            detections = await asyncio.wait_for(self.packer.submit(model_input), timeout)
         except asyncio.TimeoutError:
-            response.cancel()
+            # The packer cancels the call once every frame in it was given up on.
             raise TimeoutError(f"detector did not answer within {timeout} s") from None
         if isinstance(detections, FrameFailure):
             raise RuntimeError(f"detector could not process this frame: {detections.error}")
@@ -113,6 +117,7 @@ class Ingress:
         async def lifespan(_: FastAPI):
             yield
             await server.close_all("server_shutdown")
+            await self.packer.close()
 
         app = FastAPI(lifespan=lifespan)
         replica = _replica_id()

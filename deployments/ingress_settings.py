@@ -35,6 +35,9 @@ class IngressSettings(BaseModel):
     # Frames are scaled to this model's input on the ingress's media threads.
     model: ModelSpec
     detector_timeout_s: float = Field(gt=0)
+    # Frames of several sessions per detector call (deployments/frame_packer.py).
+    pack_wait_s: float = Field(ge=0)
+    pack_max_frames: int = Field(ge=1)
     # --- access -----------------------------------------------------------------------
     # Set: the page asks for it as password and /webrtc/* need `Authorization: Bearer`.
     auth_token: Optional[SecretStr]

@@ -19,6 +19,7 @@ from component.encoding import VideoEncoding
 from component.ice import IceConfig, IceServer
 from component.policy import StreamPolicy
 from component.turn import TurnRest
+from deployments.autoscaling import POLICY as AUTOSCALING_POLICY
 from deployments.batch_config import DEFAULT_BATCH, BatchConfig, BatchWaitTimeout, MaxBatchSize
 from deployments.ingress_settings import IngressSettings
 from deployments.models.spec import ModelSpec
@@ -169,6 +170,11 @@ class AppArgs(BaseModel):
     detector_timeout_s: float = Field(
         5.0, gt=0, description="a frame not back from the detector by then is dropped"
     )
+    detector_pack_wait_s: float = Field(
+        0.004, ge=0, le=0.1,
+        description="the ingress gathers sessions' frames this long (at most max_batch_size) "
+        "into one detector call; 0: one call per frame (deployments/frame_packer.py)",
+    )
     # The detector's `user_config`: a deploy changing only that retunes live replicas.
     max_batch_size: MaxBatchSize = DEFAULT_BATCH.max_batch_size
     batch_wait_timeout_s: BatchWaitTimeout = DEFAULT_BATCH.batch_wait_timeout_s
@@ -287,6 +293,8 @@ class AppArgs(BaseModel):
             ice=self.ice(),
             model=self.model_spec(),
             detector_timeout_s=self.detector_timeout_s,
+            pack_wait_s=self.detector_pack_wait_s,
+            pack_max_frames=self.max_batch_size,
             auth_token=self.auth_token,
             admin_token=self.admin_token,
         )
@@ -327,8 +335,10 @@ class AppArgs(BaseModel):
 
     def detector_autoscaling(self) -> dict[str, Any]:
         """Serve autoscaling config; with one frame in flight per session, the
-        target of ongoing requests is roughly the sessions one replica serves."""
+        target of in-flight frames is roughly the sessions one replica serves. The
+        policy counts frames, not calls: see `deployments.autoscaling`."""
         config: dict[str, Any] = {
+            "policy": {"policy_function": AUTOSCALING_POLICY},
             "min_replicas": self.detector_min_replicas,
             "max_replicas": self.detector_max_replicas,
             "target_ongoing_requests": self.detector_target_ongoing_requests,

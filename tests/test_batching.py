@@ -113,3 +113,36 @@ async def test_the_sessions_threshold_reaches_the_models_filter(onnx_app):
     assert any(d.score < 0.25 for d in low), f"nothing under 0.25 at threshold 0.05: {low}"
     assert all(d.score >= 0.05 for d in low) and len(low) > len(default)
     assert all(d.score >= 0.6 for d in high) and len(high) <= len(default)
+
+
+async def test_a_pack_of_frames_is_one_call_and_each_frame_gets_its_own_answer(onnx_app):
+    """The ingress's packed call (`Detector.detect_pack`): the frames of one call join
+    the batch queue with frames of other calls; each keeps its own answer, and a frame
+    the model cannot take fails alone."""
+    import numpy as np
+
+    from deployments.models import FrameFailure, ModelInput
+
+    spec = onnx_app.args.model_spec()
+    preprocess = build_preprocessor(spec)
+    inputs = {name: preprocess(photo(name)) for name in EXPECTED}
+    bad = ModelInput(tensor=np.zeros((3, 7, 7), np.uint8), frame_size=(7, 7))
+    handle = serve.get_deployment_handle("Detector", app_name=onnx_app.name)
+    before = await handle.stats.remote()
+
+    first = [inputs["astronaut"], bad, inputs["chelsea"]]
+    second = [inputs["coffee"], inputs["astronaut"]]
+    answers = await asyncio.gather(handle.detect_pack.remote(first), handle.detect_pack.remote(second))
+    after = await handle.stats.remote()
+
+    assert [len(a) for a in answers] == [3, 2]
+    assert isinstance(answers[0][1], FrameFailure) and "shape" in answers[0][1].error
+    for name, found in zip(["astronaut", "chelsea", "coffee", "astronaut"],
+                           [answers[0][0], answers[0][2], answers[1][0], answers[1][1]]):
+        assert not isinstance(found, FrameFailure), found
+        assert max(found, key=lambda d: d.score).label == EXPECTED[name]
+    packs = {s: n - before["pack_sizes"].get(s, 0) for s, n in after["pack_sizes"].items()}
+    assert packs.get(3) == 1 and packs.get(2) == 1, packs
+    grew = {s: n - before["batch_sizes"].get(s, 0) for s, n in after["batch_sizes"].items()}
+    assert max(s for s, n in grew.items() if n > 0) > 3, f"the two packs never shared a batch: {grew}"
+    assert after["frames"] - before["frames"] == 5

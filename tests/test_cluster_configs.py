@@ -64,6 +64,7 @@ def serve_configs() -> list[tuple[str, dict]]:
 def test_serve_configs_validate(name, config):
     from ray.serve.schema import ServeDeploySchema
 
+    from deployments.autoscaling import POLICY as AUTOSCALING_POLICY
     from deployments.batch_config import BatchConfig
     from serve_app.args import AppArgs
 
@@ -82,6 +83,10 @@ def test_serve_configs_validate(name, config):
             limit = detector.max_ongoing_requests
             if isinstance(limit, int):
                 assert limit >= batch.max_batch_size, f"{name}: max_ongoing_requests below max_batch_size"
+            # A YAML autoscaling_config replaces the code's whole dict: without the policy,
+            # packed calls would be counted as one frame each.
+            policy = dict(detector.autoscaling_config).get("policy") or {}
+            assert dict(policy).get("policy_function") == AUTOSCALING_POLICY, f"{name}: default policy"
         if name != "serve-default.yaml":
             # Cluster configs pin media to a port range on nodes that have it open.
             assert args.ice_port_min and args.ice_port_max, f"{name}: no UDP port range"
