@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable, Optional, Protocol, Sequence, Union
 import numpy as np
 from av import VideoFrame
 
+from component.box_hold import BoxHold
 from component.detections import Detections
 from component.metrics import StreamMetrics
 from component.throttled_log import ThrottledLog
@@ -28,10 +29,6 @@ log = logging.getLogger("rayrtc.scheduler")
 
 StreamResult = Union[Detections, np.ndarray, None]
 StreamFn = Callable[..., Union[StreamResult, Awaitable[StreamResult]]]
-
-# An empty result this soon after one with boxes keeps the boxes: a detector that
-# misses a steady face in one frame (video noise) must not blink its box off.
-DETECTIONS_HOLD_S = 0.3
 
 
 @dataclass
@@ -117,7 +114,7 @@ class FrameScheduler:
         self._executor = executor
         self._metrics = metrics
         self._on_result = on_result
-        self._boxes_at = -1e9
+        self._hold = BoxHold()
         self.stats = StreamStats()
         # A fn that fails once usually fails on every frame: one traceback, then counts.
         self._errors_log = ThrottledLog(log, f"session {session_id}: stream fn failed")
@@ -192,11 +189,8 @@ class FrameScheduler:
         if result is None:
             return
         if isinstance(result, Detections):
-            now = time.monotonic()
-            if result:
-                self._boxes_at = now
-            elif self._detections.value and now - self._boxes_at < DETECTIONS_HOLD_S:
-                return  # held: see DETECTIONS_HOLD_S
+            if self._hold.ignore_empty(bool(result), time.monotonic()) and self._detections.value:
+                return  # a single miss: see `component.box_hold`
             self._detections.put(result)
         elif isinstance(result, VideoFrame):
             self._images.put(result)
