@@ -25,6 +25,7 @@ from component.ice import claim_process_ice
 from deployments.frame_packer import FramePacker
 from deployments.ingress_settings import IngressSettings
 from deployments.metrics import ServeStreamMetrics
+from deployments.priority import media_priority
 from deployments.models import FrameFailure, ModelInput, build_preprocessor
 from deployments.page import build_ui
 
@@ -78,6 +79,9 @@ class Ingress:
         # Host addresses, UDP port range and advertised address hold for the whole
         # replica process (aioice offers no per-connection option): the replica owns them.
         claim_process_ice(settings.ice, owner=f"Ingress replica {_replica_id()}")
+        # Video first: this process carries the media, not Ray's worker niceness
+        # (see `deployments.priority`).
+        media_priority()
         self.preprocess = build_preprocessor(settings.model)
         # One detector call carries the frames sessions send within a few ms.
         self.packer: FramePacker[ModelInput, Detections | FrameFailure] = FramePacker(

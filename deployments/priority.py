@@ -21,6 +21,16 @@ matters when something else wants the CPU.
 
 Linux applies nice and scheduling policy per thread, so every thread of the process
 is changed (threads made later inherit from their creator).
+
+Ray starts its worker processes at nice 15 (`RAY_worker_niceness`); only its own C++
+threads run at 0. So in a replica the event loop, the media threads and aiortc's
+decoders all ran at 15, below any ordinary process on the node, and "low" (nice 10)
+raised the detector's Python threads no lower than the 15 they had: the video had no
+precedence at all (found 2026-11-30 from /proc/<pid>/task/*/stat of live replicas).
+Now the ingress, which carries the media, claims nice 0 for its process
+(`media_priority`), and "low" puts the detector at nice 10. Both need CAP_SYS_NICE (root,
+or an RLIMIT_NICE that allows it) to go below Ray's 15; without it the ingress stays at
+15 and "low" goes to 19, the widest gap left.
 """
 
 from __future__ import annotations
@@ -34,6 +44,42 @@ log = logging.getLogger("ray.serve")
 
 Priority = Literal["normal", "low", "idle"]
 LOW_NICE = 10
+# Where "low" goes when this process may not lower its niceness (below Ray's 15).
+LOWEST_NICE = 19
+# The ingress's media threads: an ordinary process's priority.
+MEDIA_NICE = 0
+
+
+def _threads() -> list[int]:
+    return [int(name) for name in os.listdir("/proc/self/task")]
+
+
+def _renice(tid: int, nice: int, fallback: int | None) -> bool:
+    """Set thread `tid` to `nice`; where that needs a privilege this process lacks, to
+    `fallback` (None: leave it). Returns whether the thread was changed."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except PermissionError:
+        if fallback is None:
+            return False
+        os.setpriority(os.PRIO_PROCESS, tid, fallback)
+    return True
+
+
+def media_priority() -> int:
+    """For the process that carries the media (the ingress replica): every thread at
+    nice 0 instead of Ray's worker niceness, where permitted; returns threads changed."""
+    changed = 0
+    for tid in _threads():
+        try:
+            changed += _renice(tid, MEDIA_NICE, fallback=None)
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+    if changed == 0:
+        log.warning("media threads stay at nice %d: lowering it needs CAP_SYS_NICE", os.getpriority(os.PRIO_PROCESS, 0))
+    else:
+        log.info("media process priority: nice %d (%d threads)", MEDIA_NICE, changed)
+    return changed
 
 
 def inference_threads(num_cpus: float) -> int:
@@ -46,11 +92,11 @@ def lower_priority(priority: Priority) -> int:
     if priority == "normal":
         return 0
     changed = 0
-    for name in os.listdir("/proc/self/task"):
-        tid = int(name)
+    for tid in _threads():
         try:
             if priority == "low":
-                os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), LOW_NICE))
+                # Nice 10 even from Ray's 15 where permitted, else the lowest priority.
+                _renice(tid, LOW_NICE, fallback=LOWEST_NICE)
             else:
                 os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         except ProcessLookupError:  # the thread ended meanwhile
