@@ -444,20 +444,29 @@ def _detector_delta(before: Optional[dict], after: Optional[dict], window: float
         # stats() answers from whichever replica the handle picks: deltas would mix replicas.
         return {"replicas": after.get("replicas"), "frames_per_s": None, "busy_fraction": None,
                 "mean_batch": None, "batch_sizes": None, "note": "several replicas: no per-replica deltas"}
-    hist = {}
-    for size, count in after.get("batch_sizes", {}).items():
-        delta = count - before.get("batch_sizes", {}).get(size, 0)
-        if delta:
-            hist[int(size)] = delta
+    hist = _histogram_delta(before, after, "batch_sizes")
+    packs = _histogram_delta(before, after, "pack_sizes")
     frames = after["frames"] - before["frames"]
     batches = sum(hist.values())
+    packed = sum(size * n for size, n in packs.items())
     return {
         "replicas": after.get("replicas"),
         "frames_per_s": round(frames / window, 2),
         "busy_fraction": round((after["busy_s"] - before["busy_s"]) / window, 3),
         "mean_batch": round(frames / batches, 2) if batches else None,
         "batch_sizes": dict(sorted(hist.items())),
+        # Frames per detector call (the ingress's FramePacker).
+        "mean_pack": round(packed / sum(packs.values()), 2) if packs else None,
     }
+
+
+def _histogram_delta(before: dict, after: dict, key: str) -> dict[int, int]:
+    hist = {}
+    for size, count in after.get(key, {}).items():
+        delta = count - before.get(key, {}).get(size, 0)
+        if delta:
+            hist[int(size)] = delta
+    return dict(sorted(hist.items()))
 
 
 def step_line(step: dict) -> str:

@@ -62,7 +62,17 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def measure(name: str, spec: ModelSpec, frame: np.ndarray, seconds: float) -> dict:
+    import cv2
+
     pre = build_preprocessor(spec)
+    cv2_threads = cv2.getNumThreads()
+    try:
+        return _measure(name, spec, pre, frame, seconds)
+    finally:
+        cv2.setNumThreads(cv2_threads)  # a spec's num_threads bounds OpenCV process-wide
+
+
+def _measure(name: str, spec: ModelSpec, pre: Callable, frame: np.ndarray, seconds: float) -> dict:
     backend = load_backend(spec)
     pre_t = timed(lambda: pre(frame), seconds / 4)
     item = pre(frame)
@@ -81,6 +91,7 @@ def measure(name: str, spec: ModelSpec, frame: np.ndarray, seconds: float) -> di
         "batch8_fps": 8.0 / statistics.median(eight),
         "detections": len(backend.infer([item])[0]),
         "runs": {"batch1": len(one), "batch8": len(eight)},
+        "threads": spec.num_threads,
     }
 
 

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import models_raw  # noqa: E402
+from bench import models_raw
+from deployments.priority import inference_threads  # noqa: E402
 from bench.loadgen import SCHEMA, ReferenceTarget, ServedTarget, StepOptions, bench_image, run_step, step_line  # noqa: E402
 from bench.procs import loadavg  # noqa: E402
 
@@ -306,6 +307,16 @@ def run_served(models: list[str], opts: argparse.Namespace) -> dict:
         spec = model_spec_args(opts.batch_model, opts.models_dir) if opts.batch_sizes else None
         if spec and raw_specs.get(opts.batch_model) and opts.batch_model not in {r["backend"] for r in out["raw_near"]}:
             out["raw_near"].append(models_raw.measure(opts.batch_model, raw_specs[opts.batch_model], frame, opts.raw_seconds))
+        if spec and raw_specs.get(opts.batch_model):
+            # The ceiling on the cores the detector gets: its replica bounds the model's
+            # threads to its num_cpus (deployments/priority.py), so the raw model is
+            # timed with the same bound, beside the all-cores figure above.
+            threads = inference_threads(defaults.detector_num_cpus)
+            bounded = raw_specs[opts.batch_model].model_copy(update={"num_threads": threads})
+            out["raw_detector_threads"] = {**models_raw.measure(opts.batch_model, bounded, frame, opts.raw_seconds),
+                                           "threads": threads}
+            say(f"raw ({threads} thread(s), as the detector replica): {opts.batch_model}: "
+                f"batch 8 {out['raw_detector_threads']['batch8_fps']:.1f} fps")
         # Detector-bound: browser render when the app has it (no video to encode, so the
         # detector saturates first), else server render.
         render = "server" if out["browser_error"] else "browser"
