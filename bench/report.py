@@ -108,7 +108,9 @@ def detector_bound(results: dict) -> Optional[dict]:
                      "sessions": st["sessions"], "mean_batch": det.get("mean_batch"),
                      "detections_per_s": served, "over_raw_batch8": _ratio(served, ceiling),
                      "busy_fraction": det.get("busy_fraction"), "cores_per_session": _cores(st)})
-    best = max(rows, key=lambda r: r["detections_per_s"] or 0)
+    # Most detections/s; between equal ones, the larger batches (the same work for
+    # fewer forward passes).
+    best = max(rows, key=lambda r: (r["detections_per_s"] or 0, r["mean_batch"] or 0))
     return {"model": model, "raw_batch8_fps": ceiling, "raw_batch8_all_cores_fps": all_cores,
             "raw_threads": bounded.get("threads") if bounded else None, "rows": rows, "best": best,
             "over_all_cores": _ratio(best["detections_per_s"], all_cores)}

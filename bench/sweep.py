@@ -372,7 +372,7 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     ap.add_argument("--raw-seconds", type=float, default=1.5)
     ap.add_argument("--batch-sizes", default="1,4,8", help="detector max_batch_size sweep ('' to skip)")
     ap.add_argument("--batch-model", default="fastestdet")
-    ap.add_argument("--batch-sessions", type=int, default=8, help="sessions of the detector-bound batch-size steps")
+    ap.add_argument("--batch-sessions", type=int, default=16, help="sessions of the detector-bound batch-size steps (enough to saturate one replica)")
     ap.add_argument("--handle-seconds", type=float, default=4.0, help="detector-only throughput check (0 to skip)")
     ap.add_argument("--handle-concurrency", type=int, default=8)
     ap.add_argument("--ray-cpus", type=int, default=None)
