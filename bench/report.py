@@ -88,7 +88,13 @@ def not_growing(o: dict) -> Optional[bool]:
 
 def detector_bound(results: dict) -> Optional[dict]:
     """The batch-size steps (one detector replica, enough sessions to saturate it):
-    mean batch and served detections/s against the raw model's batch-8 throughput."""
+    mean batch and served detections/s against the raw model's batch-8 throughput.
+
+    "On the cores the detector gets" is read two ways, both reported: against the raw
+    model on the replica's whole thread bound (as if it had those cores to itself),
+    and against the raw model's per-core rate times the CPU the replica process really
+    used in the step (on a node it shares with the ingress, that is less than its bound;
+    the gap between the two is the replica's own overhead: Serve, batching, pickling)."""
     batch = [b for b in results.get("served", {}).get("batch_sweep", []) if b.get("step")]
     if not batch:
         return None
@@ -99,12 +105,16 @@ def detector_bound(results: dict) -> Optional[dict]:
     # the replica's thread bound when the run has it, else (older runs) on all cores.
     bounded = results.get("served", {}).get("raw_detector_threads")
     ceiling = bounded["batch8_fps"] if bounded and bounded.get("backend") == model else all_cores
+    per_core = bounded["batch8_fps"] / bounded["threads"] if bounded and bounded.get("backend") == model else None
     rows = []
     for b in batch:
         st = b["step"]
         det = st.get("detector") or {}
         served = det.get("frames_per_s") or st["detections_per_s"]["total"]
-        rows.append({"max_batch_size": b["max_batch_size"], "render": b.get("render", "server"),
+        used = (_cores(st).get("detector") or 0) * st["sessions"] or None
+        rows.append({"detector_cores": round(used, 3) if used else None,
+                     "over_raw_on_cores_used": _ratio(served, per_core * used) if per_core and used else None,
+                     "max_batch_size": b["max_batch_size"], "render": b.get("render", "server"),
                      "sessions": st["sessions"], "mean_batch": det.get("mean_batch"),
                      "detections_per_s": served, "over_raw_batch8": _ratio(served, ceiling),
                      "busy_fraction": det.get("busy_fraction"), "cores_per_session": _cores(st)})
@@ -284,13 +294,17 @@ def targets_table(summary: dict) -> list[str]:
             f"| {d['model']} | detector-bound ({best['sessions']} sessions, {best['render']} render, 1 replica): "
             f"batches average >= 4 | mean batch {_fmt(best['mean_batch'], 2)} at max_batch_size {best['max_batch_size']} "
             f"| {_verdict(None if best['mean_batch'] is None else best['mean_batch'] >= 4)} |")
+        on_used = best.get("over_raw_on_cores_used")
+        verdict_ratio = on_used if on_used is not None else best["over_raw_batch8"]
         lines.append(
-            f"| {d['model']} | detector-bound: served detections/s >= 0.85 x raw batch-8 | {_fmt(best['detections_per_s'])}/s "
-            f"vs raw {_fmt(d['raw_batch8_fps'])} fps"
-            + (f" on the detector's {d['raw_threads']} thread(s) (all cores: {_fmt(d['raw_batch8_all_cores_fps'])} fps, "
-               f"{_fmt(d['over_all_cores'], 2)}x)" if d.get("raw_threads") else "")
-            + f" = {_fmt(best['over_raw_batch8'], 2)}x "
-            f"| {_verdict(None if best['over_raw_batch8'] is None else best['over_raw_batch8'] >= 0.85)} |")
+            f"| {d['model']} | detector-bound: served detections/s >= 0.85 x raw batch-8 on the cores the detector gets "
+            f"| {_fmt(best['detections_per_s'])}/s"
+            + (f" = {_fmt(on_used, 2)}x raw on the {_fmt(best['detector_cores'], 2)} core the replica used; "
+               if on_used is not None else " = ")
+            + f"{_fmt(best['over_raw_batch8'], 2)}x raw {_fmt(d['raw_batch8_fps'])} fps"
+            + (f" on its whole {d['raw_threads']}-thread bound; {_fmt(d['over_all_cores'], 2)}x raw on all cores "
+               f"({_fmt(d['raw_batch8_all_cores_fps'])} fps)" if d.get("raw_threads") else "")
+            + f" | {_verdict(None if verdict_ratio is None else verdict_ratio >= 0.85)} |")
     return lines
 
 
@@ -532,17 +546,20 @@ def markdown(results: dict, plot_files: dict[str, str], out: Path, link_base: st
                   f"{batch[0].get('render', 'server')} render; raw batch-8 {_fmt(d.get('raw_batch8_fps'))} fps"
                   + (f" on the replica's {d['raw_threads']} thread(s), {_fmt(d.get('raw_batch8_all_cores_fps'))} on all cores"
                      if d.get("raw_threads") else "") + ")", "",
-                  "| max_batch_size | det/s total | x raw batch-8 | mean batch | batch histogram | frames per call | detector busy | RTT p95 ms | handle calls/s (8 callers) |",
-                  "|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
-        ratios = {r["max_batch_size"]: r["over_raw_batch8"] for r in d.get("rows", [])}
+                  "| max_batch_size | det/s total | x raw batch-8 | detector cores used | x raw on those cores | mean batch | batch histogram | frames per call | detector busy | RTT p95 ms | handle calls/s (8 callers) |",
+                  "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+        rows = {r["max_batch_size"]: r for r in d.get("rows", [])}
         for b in batch:
             st = b.get("step")
             if not st:
-                lines.append(f"| {b['max_batch_size']} | error: {b.get('error')} | | | | | | | |")
+                lines.append(f"| {b['max_batch_size']} | error: {b.get('error')} | | | | | | | | | |")
                 continue
             det = st.get("detector") or {}
             lines.append(
-                f"| {b['max_batch_size']} | {_fmt(st['detections_per_s']['total'])} | {_fmt(ratios.get(b['max_batch_size']), 2)} "
+                f"| {b['max_batch_size']} | {_fmt(st['detections_per_s']['total'])} "
+                f"| {_fmt((rows.get(b['max_batch_size']) or {}).get('over_raw_batch8'), 2)} "
+                f"| {_fmt((rows.get(b['max_batch_size']) or {}).get('detector_cores'), 2)} "
+                f"| {_fmt((rows.get(b['max_batch_size']) or {}).get('over_raw_on_cores_used'), 2)} "
                 f"| {_fmt(det.get('mean_batch'), 2)} "
                 f"| {det.get('batch_sizes', '–')} | {_fmt(det.get('mean_pack'), 2)} | {_fmt(det.get('busy_fraction'), 2)} "
                 f"| {_fmt(st['latency_ms']['p95'], 0)} "
