@@ -210,9 +210,10 @@ async def bring_up(clients: list[BenchClient], timeout: float) -> list[str]:
 
 def encode_loops(spec: dict, fps: float) -> None:
     """Every loop this process's clients may send, encoded before the clock starts:
-    in browser render also the capped ones the server's `upload_cap` selects."""
+    also the capped ones the server's `upload_cap` selects (either render; the
+    reference never sends one)."""
     encoded_loop("VP8", fps=int(round(fps)))
-    if spec.get("render") == "browser":
+    if spec.get("kind") != "reference":
         encode_capped_loops("VP8", int(round(fps)))
 
 

@@ -104,8 +104,9 @@ class Session:
         )
         # render="browser": results leave as messages on the data channel, no video.
         self.overlay = OverlayChannel(lambda: self._channel) if render == "browser" else None
-        # render="browser": the page uploads only the frames the fn can use (see
-        # `component.upload_rate`); counts since the last update.
+        # The page uploads only the frames the server can use (`component.upload_rate`):
+        # in browser render what the fn takes; in server render what goes back out
+        # (set in `answer` once we know a camera comes in and video goes back).
         self.upload = UploadRate(policy.stream_every) if render == "browser" else None
         self.frames_received = 0
         self.scheduler = FrameScheduler(
@@ -141,6 +142,7 @@ class Session:
         elif self._receives_video():
             # addTrack reuses the browser's video transceiver and makes it send our track.
             self.pc.addTrack(self.outgoing)
+            self.upload = UploadRate.returned_video()
         else:
             # mode="receive": no camera comes in; the fn makes the picture on a clock,
             # from the moment the connection is up.
@@ -198,10 +200,18 @@ class Session:
         self._metrics.frames_in()
 
     def _update_upload(self) -> None:
-        """render="browser", once a second: tell the page the upload cap (when it changed)."""
+        """Once a second: tell the page the upload cap (when it changed). Browser render
+        counts the frames the fn took; server render the frames that went back out
+        against those that reached the decoder (dropped ones included: they cost their
+        SRTP and RTP work too)."""
         if self.upload is None or self._closing is not None:
             return
-        cap = self.upload.observe(self.frames_received, self.scheduler.stats.calls, time.monotonic())
+        if self.overlay is not None:
+            arrived, used = self.frames_received, self.scheduler.stats.calls
+        else:
+            arrived = self.receive_stats.encoded_in if self.receive_stats is not None else self.frames_received
+            used = self.outgoing.sent
+        cap = self.upload.observe(arrived, used, time.monotonic())
         if cap is not None and not self.send(upload_message(cap)):
             self.upload.unsent()
         self._call_later(UPDATE_PERIOD_S, self._update_upload)

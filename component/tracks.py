@@ -183,6 +183,8 @@ class OutgoingTrack(MediaStreamTrack):
         self._executor = executor
         self._sent_camera = 0
         self._sent_image = 0
+        # Frames handed to the sender (the session's server-render upload cap reads it).
+        self.sent = 0
         self._encoder: Optional[OutgoingEncoder] = None
 
     def use_encoder(self, encoder: Optional[OutgoingEncoder]) -> None:
@@ -208,6 +210,7 @@ class OutgoingTrack(MediaStreamTrack):
                     # The fn returns images: send each new one once.
                     self._sent_image, frame = await self._images.newer_than(self._sent_image)
                     self._on_frame()
+                    self.sent += 1
                     return frame
                 self._sent_camera, camera = await self._camera.newer_than(self._sent_camera)
             except Closed:
@@ -225,4 +228,5 @@ class OutgoingTrack(MediaStreamTrack):
                     encoder.keyframe_again()
                 continue
             self._on_frame()
+            self.sent += 1
             return out

@@ -1,4 +1,9 @@
-"""`render="browser"`: the page uploads only the frames the detector can use.
+"""The page uploads only the frames the server can use.
+
+(Server render uses the same rule with "taken" = frames returned: see
+`UploadRate.returned_video`.)
+
+`render="browser"`: the page uploads only the frames the detector can use.
 
 In browser render the picture the user watches is the local camera; the upload only
 feeds the detector. Every uploaded frame still costs the server its SRTP, RTP and VP8
@@ -66,6 +71,17 @@ class UploadRate:
         if self.stream_every > 0:
             self.max_fps = max(self.min_fps, min(self.max_fps, HEADROOM / self.stream_every))
         self.cap = self.max_fps
+
+    @classmethod
+    def returned_video(cls) -> "UploadRate":
+        """Server render: "taken" is the frames that went back out as video. While the
+        ingress returns nearly every frame, the page is left alone (no message, so no
+        bitrate cap either); under overload, when it returns fewer, the upload follows
+        what it does return, so the frames it would drop are never sent, decrypted and
+        decoded. A fn that returns images slower than the camera caps it likewise."""
+        rate = cls(0.0)
+        rate._sent = rate.max_fps  # the page's own rate is the uncapped state
+        return rate
 
     def observe(self, received_total: int, taken_total: int, now: float) -> Optional[float]:
         """The session's running totals at `now`: the first call sets the baseline,

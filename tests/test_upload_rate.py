@@ -1,5 +1,6 @@
-"""The browser-render upload cap (component/upload_rate.py): the rule on its own, then
-a real aiortc session whose slow fn makes the server ask for fewer frames."""
+"""The upload cap (component/upload_rate.py): the rule on its own, then real aiortc
+sessions whose server asks for fewer frames: in browser render when the fn takes
+fewer, in server render when fewer go back out."""
 
 from __future__ import annotations
 
@@ -74,3 +75,55 @@ def test_running_totals_are_turned_into_per_window_counts():
     assert rate.observe(100, 50, now=10.0) is None  # the baseline
     # 30 received and 4 taken in the next second: as update(30, 4, 1.0).
     assert rate.observe(130, 54, now=11.0) == pytest.approx(6.0)
+
+
+async def test_server_render_caps_the_upload_to_what_goes_back_out(serve_stream):
+    """render="server" with a fn that returns a new picture about 4 times a second: only
+    those go back out, so the session asks the page for about 1.5 x that (the same rule,
+    with the returned frames as what the server could use)."""
+
+    async def fn(frame: np.ndarray, threshold: float) -> np.ndarray:
+        await asyncio.sleep(0.25)
+        return frame
+
+    url, stream = await serve_stream(fn, stream_every=0.0, render="server")
+    client = StreamClient(url, photo("astronaut"), fps=30)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        caps = lambda: [m["max_fps"] for m in client.messages if m.get("type") == "upload_cap"]  # noqa: E731
+        await wait_for(lambda: caps() and caps()[-1] < 15, 10, what="an upload_cap below 15 fps")
+        assert MIN_UPLOAD_FPS <= caps()[-1] <= 1.5 * 4.5, caps()
+        assert stream.get(client.webrtc_id).stats()["upload_max_fps"] == pytest.approx(caps()[-1], abs=0.1)
+    finally:
+        await client.close()
+
+
+async def test_server_render_leaves_a_page_alone_while_it_returns_every_frame(serve_stream):
+    """render="server", detections drawn on every camera frame: everything that arrives
+    goes back out, so the page is never capped (not even told 30: that would cap its
+    bitrate too)."""
+
+    def fn(frame: np.ndarray, threshold: float) -> Detections:
+        return Detections((Detection((0.1, 0.1, 0.2, 0.2), "thing", 0.9),))
+
+    url, stream = await serve_stream(fn, stream_every=0.0, render="server")
+    client = StreamClient(url, photo("astronaut"), fps=15)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        await client.wait_frames(45)  # three seconds of returned video: three updates
+        session = stream.get(client.webrtc_id)
+        await wait_for(lambda: session.outgoing.sent >= 45, 10, what="45 frames sent back")
+        assert not [m for m in client.messages if m.get("type") == "upload_cap"], client.messages
+        assert session.stats()["upload_max_fps"] == MAX_UPLOAD_FPS
+    finally:
+        await client.close()
+
+
+def test_returned_video_starts_uncapped_and_speaks_only_when_it_falls():
+    rate = UploadRate.returned_video()
+    assert rate.update(received=30, taken=30, elapsed_s=1.0) is None  # at the max: silent
+    assert rate.update(received=30, taken=8, elapsed_s=1.0) == pytest.approx(12.0)
+    caps = [rate.update(received=12, taken=12, elapsed_s=1.0) for _ in range(8)]
+    assert caps[-1] is None and rate.cap == MAX_UPLOAD_FPS and MAX_UPLOAD_FPS in caps
