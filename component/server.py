@@ -26,6 +26,7 @@ from component.ratelimit import RateLimiter
 from component.protocol import ErrorCode, OfferAnswer, OfferError, parse_offer
 from component.scheduler import StreamFn
 from component.session import Render, Session
+from component.upload_rate import FairShare
 
 log = logging.getLogger("rayrtc.server")
 
@@ -93,6 +94,8 @@ class StreamServer:
         self._limiter = RateLimiter(policy.offer_rate, policy.offer_burst) if policy.offer_rate else None
         self.client_address = ClientAddress(policy.trusted_proxies)
         self._sessions: dict[str, Session] = {}
+        # Browser-render upload caps never fall below the sessions' fair share.
+        self._upload_share = FairShare()
         self._trim_pending = False
         self._executor: Optional[ThreadPoolExecutor] = None
         # Host addresses, port range and advertised address are the host's to set for the
@@ -167,6 +170,7 @@ class StreamServer:
             on_closed=self._forget,
             metrics=self.metrics,
             render=self.config.render,
+            upload_share=self._upload_share,
         )
         # Registered before the first await so a concurrent duplicate id gets 409.
         self._sessions[req.webrtc_id] = session

@@ -28,7 +28,7 @@ from component.receive import ReceiveStats, bound_track
 from component.scheduler import FrameScheduler, StreamFn
 from component.source import Exhausted, FrameSource, SourceTrack
 from component.tracks import CameraFrame, Latest, OutgoingTrack, pump_latest
-from component.upload_rate import UPDATE_PERIOD_S, UploadRate, upload_message
+from component.upload_rate import UPDATE_PERIOD_S, FairShare, UploadRate, upload_message
 
 log = logging.getLogger("rayrtc.session")
 
@@ -73,7 +73,9 @@ class Session:
         on_closed: Callable[["Session"], None],
         metrics: Optional[StreamMetrics] = None,
         render: Render = "server",
+        upload_share: Optional[FairShare] = None,
     ) -> None:
+        """`upload_share`: the server's `FairShare` of browser-render upload caps."""
         self.webrtc_id = webrtc_id
         self.render = render
         self.pc = pc
@@ -108,6 +110,7 @@ class Session:
         # in browser render what the fn takes; in server render what goes back out
         # (set in `answer` once we know a camera comes in and video goes back).
         self.upload = UploadRate(policy.stream_every) if render == "browser" else None
+        self._upload_share = upload_share if render == "browser" else None
         self.frames_received = 0
         self.scheduler = FrameScheduler(
             webrtc_id, fn, policy.stream_every, frame_index, self.camera, self.detections, self.images,
@@ -211,7 +214,10 @@ class Session:
         else:
             arrived = self.receive_stats.encoded_in if self.receive_stats is not None else self.frames_received
             used = self.outgoing.sent
-        cap = self.upload.observe(arrived, used, time.monotonic())
+        share = self._upload_share
+        cap = self.upload.observe(arrived, used, time.monotonic(), share.floor_fps() if share is not None else 0.0)
+        if share is not None and self.upload.taken_fps is not None:
+            share.report(self.webrtc_id, self.upload.taken_fps)
         if cap is not None and not self.send(upload_message(cap)):
             self.upload.unsent()
         self._call_later(UPDATE_PERIOD_S, self._update_upload)
@@ -355,6 +361,8 @@ class Session:
         self._metrics.session_closed(reason)
         for timer in self._timers:
             timer.cancel()
+        if self._upload_share is not None:
+            self._upload_share.forget(self.webrtc_id)
         try:
             if self.send({"type": "end", "reason": reason}):
                 await self._flush_channel()

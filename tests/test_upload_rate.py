@@ -127,3 +127,21 @@ def test_returned_video_starts_uncapped_and_speaks_only_when_it_falls():
     assert rate.update(received=30, taken=8, elapsed_s=1.0) == pytest.approx(12.0)
     caps = [rate.update(received=12, taken=12, elapsed_s=1.0) for _ in range(8)]
     assert caps[-1] is None and rate.cap == MAX_UPLOAD_FPS and MAX_UPLOAD_FPS in caps
+
+
+def test_no_session_is_capped_below_the_fair_share():
+    """A session that fell behind (its fn took 4 a second while the others took 6) is
+    not capped to 1.5 x its own 4, which would keep it behind, but to 1.5 x the mean."""
+    from component.upload_rate import HEADROOM, FairShare
+
+    share = FairShare()
+    for key, taken in (("a", 6.0), ("b", 6.0), ("c", 4.0)):
+        share.report(key, taken)
+    floor = share.floor_fps()
+    assert floor == pytest.approx(HEADROOM * 16 / 3)
+    behind = UploadRate(0.0)
+    assert behind.update(received=10, taken=4, elapsed_s=1.0, floor_fps=floor) == pytest.approx(floor)
+    alone = UploadRate(0.0)
+    assert alone.update(received=10, taken=4, elapsed_s=1.0) == pytest.approx(6.0)
+    share.forget("a"), share.forget("b"), share.forget("c")
+    assert share.floor_fps() == 0.0
