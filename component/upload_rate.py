@@ -1,10 +1,5 @@
 """The page uploads only the frames the server can use.
 
-(Server render uses the same rule with "taken" = frames returned: see
-`UploadRate.returned_video`.)
-
-`render="browser"`: the page uploads only the frames the detector can use.
-
 In browser render the picture the user watches is the local camera; the upload only
 feeds the detector. Every uploaded frame still costs the server its SRTP, RTP and VP8
 decode, whether or not the scheduler ever hands it to the fn (newest frame wins). At
@@ -25,6 +20,10 @@ that arrives, the upload is what limits detections, so the cap rises by a step; 
 it takes fewer, the cap follows the rate it does take, with headroom, so a frame is
 always waiting when the fn is ready. Under overload every session's cap falls with its
 share of the detector, and the server's receive work with it.
+
+Server render uses the same rule with "taken" meaning the frames that went back out
+(`UploadRate.returned_video`): under overload the page sends what the ingress can
+return, not frames it would drop after paying for them.
 """
 
 from __future__ import annotations
@@ -62,6 +61,9 @@ class UploadRate:
     stream_every: float = 0.0
     min_fps: float = MIN_UPLOAD_FPS
     max_fps: float = MAX_UPLOAD_FPS
+    # True: the uncapped page is the starting state, so nothing is said until the cap
+    # falls below the maximum (server render); False: the first update always speaks.
+    quiet_at_max: bool = False
     cap: float = field(init=False)
     # Frames per second the fn took in the last window (None before the first).
     taken_fps: Optional[float] = field(init=False, default=None)
@@ -73,6 +75,8 @@ class UploadRate:
         if self.stream_every > 0:
             self.max_fps = max(self.min_fps, min(self.max_fps, HEADROOM / self.stream_every))
         self.cap = self.max_fps
+        if self.quiet_at_max:
+            self._sent = self.max_fps
 
     @classmethod
     def returned_video(cls) -> "UploadRate":
@@ -81,9 +85,7 @@ class UploadRate:
         bitrate cap either); under overload, when it returns fewer, the upload follows
         what it does return, so the frames it would drop are never sent, decrypted and
         decoded. A fn that returns images slower than the camera caps it likewise."""
-        rate = cls(0.0)
-        rate._sent = rate.max_fps  # the page's own rate is the uncapped state
-        return rate
+        return cls(0.0, quiet_at_max=True)
 
     def observe(self, received_total: int, taken_total: int, now: float, floor_fps: float = 0.0) -> Optional[float]:
         """The session's running totals at `now`: the first call sets the baseline,

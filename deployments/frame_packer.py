@@ -17,7 +17,7 @@ lock.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Generic, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -102,7 +102,7 @@ class FramePacker(Generic[T, R]):
         for future in futures:
             future.add_done_callback(abandoned)
         try:
-            results = await _awaited(response)
+            results = await response
         except asyncio.CancelledError:
             _fail(futures, None)
             raise
@@ -127,10 +127,6 @@ class FramePacker(Generic[T, R]):
             task.cancel()
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
-
-
-async def _awaited(response: Awaitable[Sequence[R]]) -> Sequence[R]:
-    return await response
 
 
 def _fail(futures: list[asyncio.Future[Any]], exc: BaseException | None) -> None:

@@ -25,9 +25,9 @@ from component.ice import claim_process_ice
 from deployments.frame_packer import FramePacker
 from deployments.ingress_settings import IngressSettings
 from deployments.metrics import ServeStreamMetrics
-from deployments.priority import media_priority
 from deployments.models import FrameFailure, ModelInput, build_preprocessor
 from deployments.page import build_ui
+from deployments.priority import media_priority
 
 log = logging.getLogger("ray.serve")
 
@@ -75,7 +75,6 @@ def _replica_id() -> str | None:
 class Ingress:
     def __init__(self, settings: IngressSettings, detector: DeploymentHandle) -> None:
         self.settings = settings
-        self.detector = detector
         # Host addresses, UDP port range and advertised address hold for the whole
         # replica process (aioice offers no per-connection option): the replica owns them.
         claim_process_ice(settings.ice, owner=f"Ingress replica {_replica_id()}")
