@@ -172,7 +172,10 @@ async def test_a_still_face_is_boxed_in_nearly_every_frame_at_the_defaults(main_
     client = StreamClient(main_app.url, astronaut, fps=30)
     client.track = WebcamTrack(astronaut, fps=30)
     face = _face_box(client.track.image)
-    boxed: list[bool] = []
+    # Noise moves Haar's box between neighbouring scales (scaleFactor 1.15: edges shift up
+    # to ~8% of the face's width); a box there still boxes the face. No box scores 0.
+    slack = max(4, (face[2] - face[0]) // 10)
+    coverage: list[float] = []
     try:
         await client.connect()
         await client.wait_connected()
@@ -180,14 +183,17 @@ async def test_a_still_face_is_boxed_in_nearly_every_frame_at_the_defaults(main_
         await wait_for(lambda: box_edge_coverage(client.latest_image(), face) > 0.8, 15,
                        what="the first face box")
         seen = client.received.count
-        while len(boxed) < 150:
+        while len(coverage) < 150:
             await wait_for(lambda: client.received.count > seen, 5, interval=0.01, what="the next frame")
             seen = client.received.count
-            boxed.append(box_edge_coverage(client.latest_image(), face) > 0.5)
+            coverage.append(box_edge_coverage(client.latest_image(), face, slack=slack))
     finally:
         await client.close()
-    print(f"still face boxed in {np.mean(boxed):.1%} of {len(boxed)} returned frames")
-    assert np.mean(boxed) >= 0.95, f"face boxed in {np.mean(boxed):.0%} of {len(boxed)} frames"
+    boxed = np.array(coverage) > 0.5
+    misses = [(i, round(c, 2)) for i, c in enumerate(coverage) if c <= 0.5]
+    print(f"still face boxed in {boxed.mean():.1%} of {len(boxed)} returned frames; misses {misses}")
+    assert boxed.mean() >= 0.95, (
+        f"face boxed in {boxed.mean():.1%} of {len(boxed)} frames; misses (index, coverage) {misses}")
 
 
 def test_the_ingress_replica_logs_no_never_awaited_warning(main_app):
