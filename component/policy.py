@@ -63,6 +63,11 @@ class StreamPolicy(BaseModel):
     media_threads: int = Field(
         4, ge=1, description="threads doing all sessions' pixel work (frame conversion, drawing, encoding)"
     )
+    media_lag_target_ms: Optional[float] = Field(
+        30.0, gt=0,
+        description="when the media event loop wakes later than this (90th percentile over a second), "
+        "every session's upload is capped lower until it does not (component.media_load); None: never",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -19,6 +19,7 @@ from aiortc import RTCPeerConnection
 
 from component.client_address import ClientAddress
 from component.ice import IceConfig, check_process_ice, strip_mdns_candidates
+from component.media_load import LoopLagProbe, MediaLoad
 from component.memory import release_free_memory
 from component.metrics import StreamMetrics
 from component.policy import StreamPolicy
@@ -26,7 +27,7 @@ from component.ratelimit import RateLimiter
 from component.protocol import ErrorCode, OfferAnswer, OfferError, parse_offer
 from component.scheduler import StreamFn
 from component.session import Render, Session
-from component.upload_rate import FairShare
+from component.upload_rate import UPDATE_PERIOD_S, FairShare
 
 log = logging.getLogger("rayrtc.server")
 
@@ -96,6 +97,11 @@ class StreamServer:
         self._sessions: dict[str, Session] = {}
         # Browser-render upload caps never fall below the sessions' fair share.
         self._upload_share = FairShare()
+        # One upload ceiling for every session, from the media loop's lag (started with
+        # the first offer, on the loop that carries the media).
+        target_ms = policy.media_lag_target_ms
+        self._media_load = MediaLoad(target_ms / 1000) if target_ms is not None else None
+        self._media_load_task: Optional[asyncio.Task] = None
         self._trim_pending = False
         self._executor: Optional[ThreadPoolExecutor] = None
         # Host addresses, port range and advertised address are the host's to set for the
@@ -119,8 +125,10 @@ class StreamServer:
         return {"active": len(self._sessions), "limit": self.policy.concurrency_limit, "states": states}
 
     def session_stats(self) -> dict[str, Any]:
-        """Every session's id, state and counters: for operators (an admin route)."""
-        return {**self.stats(), "sessions": [s.stats() for s in self._sessions.values()]}
+        """Every session's id, state and counters, and the media loop's load: for
+        operators (an admin route)."""
+        load = {"media_load": self._media_load.stats()} if self._media_load is not None else {}
+        return {**self.stats(), **load, "sessions": [s.stats() for s in self._sessions.values()]}
 
     # -- offers -------------------------------------------------------------------
     async def offer(self, body: bytes | str | dict, client: Optional[str] = None) -> OfferAnswer:
@@ -171,7 +179,9 @@ class StreamServer:
             metrics=self.metrics,
             render=self.config.render,
             upload_share=self._upload_share,
+            media_load=self._media_load,
         )
+        self._watch_media_load()
         # Registered before the first await so a concurrent duplicate id gets 409.
         self._sessions[req.webrtc_id] = session
         try:
@@ -217,11 +227,21 @@ class StreamServer:
         await asyncio.gather(
             *(s.close(reason) for s in list(self._sessions.values())), return_exceptions=True
         )
+        if self._media_load_task is not None:
+            self._media_load_task.cancel()
+            self._media_load_task = None
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
     # -- internals ----------------------------------------------------------------
+    def _watch_media_load(self) -> None:
+        if self._media_load is None or self._media_load_task is not None:
+            return
+        self._media_load_task = asyncio.get_running_loop().create_task(
+            _watch_media_load(self._media_load), name="rayrtc-media-load"
+        )
+
     def _forget(self, session: Session) -> None:
         if self._sessions.get(session.webrtc_id) is session:
             del self._sessions[session.webrtc_id]
@@ -248,3 +268,17 @@ class StreamServer:
                 max_workers=self.policy.media_threads, thread_name_prefix="rayrtc-media"
             )
         return self._executor
+
+
+async def _watch_media_load(load: MediaLoad) -> None:
+    """Probe the loop's lag and judge it once per upload update period, for the
+    server's lifetime (cancelled by `close_all`)."""
+    probe = LoopLagProbe()
+    probing = asyncio.ensure_future(probe.run())
+    try:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(UPDATE_PERIOD_S)
+            load.update(probe.take(), loop.time())
+    finally:
+        probing.cancel()

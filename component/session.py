@@ -21,6 +21,7 @@ from av import VideoFrame
 
 from component.detections import Detections
 from component.encoding import install_encoder, prefer_codec
+from component.media_load import MediaLoad
 from component.metrics import StreamMetrics
 from component.overlay_channel import IMAGES_IN_BROWSER_RENDER, ImagesNotDrawable, OverlayChannel
 from component.policy import StreamPolicy
@@ -74,8 +75,10 @@ class Session:
         metrics: Optional[StreamMetrics] = None,
         render: Render = "server",
         upload_share: Optional[FairShare] = None,
+        media_load: Optional[MediaLoad] = None,
     ) -> None:
-        """`upload_share`: the server's `FairShare` of browser-render upload caps."""
+        """`upload_share`: the server's `FairShare` of browser-render upload caps;
+        `media_load`: the server's upload ceiling (both renders)."""
         self.webrtc_id = webrtc_id
         self.render = render
         self.pc = pc
@@ -111,6 +114,7 @@ class Session:
         # (set in `answer` once we know a camera comes in and video goes back).
         self.upload = UploadRate(policy.stream_every) if render == "browser" else None
         self._upload_share = upload_share if render == "browser" else None
+        self._media_load = media_load
         self.frames_received = 0
         self.scheduler = FrameScheduler(
             webrtc_id, fn, policy.stream_every, frame_index, self.camera, self.detections, self.images,
@@ -214,10 +218,15 @@ class Session:
         else:
             arrived = self.receive_stats.encoded_in if self.receive_stats is not None else self.frames_received
             used = self.outgoing.sent
-        share = self._upload_share
-        cap = self.upload.observe(arrived, used, time.monotonic(), share.floor_fps() if share is not None else 0.0)
+        share, load = self._upload_share, self._media_load
+        cap = self.upload.observe(
+            arrived, used, time.monotonic(), share.floor_fps() if share is not None else 0.0,
+            load.ceiling_fps if load is not None else None,
+        )
         if share is not None and self.upload.taken_fps is not None:
             share.report(self.webrtc_id, self.upload.taken_fps)
+        if load is not None and self.upload.received_fps is not None:
+            load.report(self.webrtc_id, self.upload.received_fps)
         if cap is not None and not self.send(upload_message(cap)):
             self.upload.unsent()
         self._call_later(UPDATE_PERIOD_S, self._update_upload)
@@ -363,6 +372,8 @@ class Session:
             timer.cancel()
         if self._upload_share is not None:
             self._upload_share.forget(self.webrtc_id)
+        if self._media_load is not None:
+            self._media_load.forget(self.webrtc_id)
         try:
             if self.send({"type": "end", "reason": reason}):
                 await self._flush_channel()

@@ -65,8 +65,9 @@ class UploadRate:
     # falls below the maximum (server render); False: the first update always speaks.
     quiet_at_max: bool = False
     cap: float = field(init=False)
-    # Frames per second the fn took in the last window (None before the first).
+    # Frames per second the fn took, and that arrived, in the last window (None before the first).
     taken_fps: Optional[float] = field(init=False, default=None)
+    received_fps: Optional[float] = field(init=False, default=None)
     _sent: Optional[float] = field(init=False, default=None)
     # (received, taken, time) at the last `observe`: the session passes running totals.
     _last: Optional[tuple[int, int, float]] = field(init=False, default=None)
@@ -87,28 +88,38 @@ class UploadRate:
         decoded. A fn that returns images slower than the camera caps it likewise."""
         return cls(0.0, quiet_at_max=True)
 
-    def observe(self, received_total: int, taken_total: int, now: float, floor_fps: float = 0.0) -> Optional[float]:
+    def observe(
+        self, received_total: int, taken_total: int, now: float, floor_fps: float = 0.0,
+        ceiling_fps: Optional[float] = None,
+    ) -> Optional[float]:
         """The session's running totals at `now`: the first call sets the baseline,
         each later one applies `update` to what changed since the previous call."""
         last, self._last = self._last, (received_total, taken_total, now)
         if last is None:
             return None
-        return self.update(received_total - last[0], taken_total - last[1], now - last[2], floor_fps)
+        return self.update(received_total - last[0], taken_total - last[1], now - last[2], floor_fps, ceiling_fps)
 
-    def update(self, received: int, taken: int, elapsed_s: float, floor_fps: float = 0.0) -> Optional[float]:
+    def update(
+        self, received: int, taken: int, elapsed_s: float, floor_fps: float = 0.0,
+        ceiling_fps: Optional[float] = None,
+    ) -> Optional[float]:
         """Counts over the last `elapsed_s` seconds; returns the cap to send, or None
         when the page already has one close enough. The first update always sends,
         so the page learns the cap even when it stays at the maximum. The cap never
-        goes below `floor_fps` (the server's fair share, see `FairShare`)."""
+        goes below `floor_fps` (the server's fair share, see `FairShare`) nor above
+        `ceiling_fps` (the server's CPU, see `component.media_load`), which wins."""
         if elapsed_s <= 0:
             return None
         if received > 0:
             self.taken_fps = taken / elapsed_s
+            self.received_fps = received / elapsed_s
             if taken >= UPLOAD_BOUND_SHARE * received:
                 self.cap = self.cap * STEP_UP
             else:
                 self.cap = HEADROOM * self.taken_fps
             self.cap = min(self.max_fps, max(self.min_fps, floor_fps, self.cap))
+            if ceiling_fps is not None:
+                self.cap = max(self.min_fps, min(self.cap, ceiling_fps))
         at_bound = self.cap in (self.min_fps, self.max_fps)
         if self._sent is not None and (
             self.cap == self._sent or (not at_bound and abs(self.cap - self._sent) < MIN_CHANGE * self._sent)

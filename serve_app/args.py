@@ -80,6 +80,11 @@ class AppArgs(BaseModel):
         2.0, gt=0, description="offers per second per client address; null for no limit"
     )
     offer_burst: int = Field(StreamPolicy.default_of("offer_burst"), ge=1)
+    media_lag_target_ms: Optional[float] = Field(
+        StreamPolicy.default_of("media_lag_target_ms"), gt=0,
+        description="the ingress caps every page's upload lower while its media loop wakes later than "
+        "this (overload keeps video live at a lower frame rate); null: never",
+    )
     auth_token: Optional[SecretStr] = Field(
         None, description="when set: the UI asks for it as password, /webrtc/* need `Authorization: Bearer`"
     )
@@ -279,6 +284,7 @@ class AppArgs(BaseModel):
             idle_timeout=self.idle_timeout,
             offer_rate=self.offer_rate_per_s,
             offer_burst=self.offer_burst,
+            media_lag_target_ms=self.media_lag_target_ms,
             trusted_proxies=tuple(self.trusted_proxies),
             encoding=self.video_encoding(),
         )

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from component import Detection, Detections, VideoEncoding
-from component.encoding import SENDER_ENCODER_ATTR, TunedH264Encoder, TunedVp8Encoder, make_encoder
+from component.encoding import (
+    FULL_RATE_FPS, SENDER_ENCODER_ATTR, FrameRate, TunedH264Encoder, TunedVp8Encoder, make_encoder,
+)
 from tests.support.client import StreamClient
 from tests.support.images import green_mask, photo
 from tests.support.waits import wait_for
@@ -55,6 +57,48 @@ def test_aiortc_options_kept_when_not_fast():
     encoder.encode(_frame())
     applied = encoder.codec.applied_options
     assert applied.get("cpu-used") == "-6" and applied.get("noise-sensitivity") == "4"
+
+
+def _frames_at(fps: float, start_s: float, count: int) -> list[av.VideoFrame]:
+    frames = []
+    for i in range(count):
+        frame = _frame()
+        frame.pts = round((start_s + i / fps) * 90000)
+        frames.append(frame)
+    return frames
+
+
+@pytest.mark.parametrize("mime,remb", [("video/VP8", 1_500_000), ("video/H264", 3_000_000)])
+def test_the_bitrate_follows_the_frame_rate(mime, remb):
+    """The receiver's estimate is for the camera's rate: at a third of the frames each
+    frame keeps its bits (the codec runs at a third of the estimate), and the full
+    estimate comes back with the full rate. REMB changes still land."""
+    encoder = make_encoder(mime, VideoEncoding())
+    encoder.target_bitrate = remb
+    for frame in _frames_at(30, 0.0, 10):
+        encoder.encode(frame)
+    assert encoder.codec.bit_rate == remb
+    for frame in _frames_at(10, 1.0, 20):
+        encoder.encode(frame)
+    assert encoder.frame_rate.fps == pytest.approx(10, rel=0.25)
+    assert encoder.codec.bit_rate == pytest.approx(remb * encoder.frame_rate.fps / FULL_RATE_FPS, rel=0.01)
+    assert encoder.codec.applied_options.get("bufsize", str(encoder.codec.bit_rate)) == str(encoder.codec.bit_rate)
+    for frame in _frames_at(30, 3.0, 30):
+        encoder.encode(frame)
+    assert encoder.codec.bit_rate == remb
+    encoder.target_bitrate = remb // 2  # the link got worse
+    encoder.encode(_frames_at(30, 4.0, 1)[0])
+    assert encoder.codec.bit_rate == remb // 2
+
+
+def test_the_frame_rate_ignores_jitter_and_follows_real_changes():
+    rate = FrameRate()
+    stamps = [i / 30 + (0.004 if i % 2 else -0.004) for i in range(60)]  # 30 fps, +-4 ms
+    assert [rate.frame(t) for t in stamps][-1] == FULL_RATE_FPS
+    for i in range(1, 30):
+        rate.frame(2.0 + i / 6)  # 6 fps
+    assert rate.fps == pytest.approx(6, rel=0.25)
+    assert rate.frame(1.0) == rate.fps  # a stamp from the past changes nothing
 
 
 @pytest.mark.parametrize("codec", ["h264", "vp8"])
