@@ -6,7 +6,8 @@ in order and hands every decoded frame to the track through an unbounded
 `asyncio.Queue`. When the machine is short of CPU, both queues grow, and every frame
 we then read is older than the last: lag that never shrinks (aiortc #1192, #1176).
 
-`bound_receiver` swaps both queues for bounded ones before the decoder thread starts:
+`bound_receiver` swaps both queues for bounded ones before the decoder thread starts,
+and the jitter buffer for one that hands a frame on when its last packet arrives:
 
 - `EncodedFrameQueue` (decoder input) holds at most `max_encoded` frames. When a frame
   arrives and the queue is full, the decoder has fallen behind: the queued frames are
@@ -14,6 +15,14 @@ we then read is older than the last: lag that never shrinks (aiortc #1192, #1176
   ones), a keyframe is requested (PLI) and decoding resumes on it.
 - `NewestFrameQueue` (decoder output) holds at most `max_decoded` decoded frames,
   dropping the oldest: the track's reader always gets a recent frame.
+
+- `MarkerJitterBuffer`: aiortc's `JitterBuffer` calls a frame complete only when the
+  first packet of the *next* frame arrives (a new RTP timestamp), so every frame waits
+  one frame interval before decoding: 33 ms at 30 fps, 140-200 ms at the 5-7 fps an
+  overloaded server caps pages to. The RTP marker bit flags a frame's last packet
+  (RFC 7741 for VP8, RFC 6184 for H.264; Chromium and aiortc set it), so the frame
+  leaves as soon as it is whole, as it does in libwebrtc. Packets out of order or lost
+  fall back to aiortc's own rule.
 
 What it relies on in aiortc, checked by tests/test_receive_seam.py (an upgrade that
 changes any of it fails there, not silently in production):
@@ -23,7 +32,10 @@ changes any of it fails there, not silently in production):
 - the event loop `put`s `(codec, JitterFrame)` tuples, `None` to stop; the decoder
   thread `put`s decoded frames, then `None`, through `run_coroutine_threadsafe`;
 - `RTCRtpReceiver.__decoder_error` (a `threading.Event`), once set, makes the receiver
-  send a PLI with the next RTP packet (aiortc's own path for decode errors).
+  send a PLI with the next RTP packet (aiortc's own path for decode errors);
+- `RTCRtpReceiver.__jitter_buffer` (a video `JitterBuffer`, made in the constructor)
+  gets every depayloaded packet (`_data`) through `add`, which returns `(pli, frame)`;
+  its `_origin`, `_packets` and `remove` keep the packets from the oldest on.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from aiortc import MediaStreamTrack, RTCPeerConnection
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
 
 log = logging.getLogger("rayrtc.receive")
@@ -44,6 +57,7 @@ log = logging.getLogger("rayrtc.receive")
 DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
 DECODER_ERROR_ATTR = "_RTCRtpReceiver__decoder_error"
 DECODER_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
+JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 TRACK_QUEUE_ATTR = "_queue"
 
 # While waiting for a keyframe, ask again this often (a PLI can be lost).
@@ -128,6 +142,35 @@ class EncodedFrameQueue(queue.Queue):
         self._request_keyframe()
 
 
+class MarkerJitterBuffer(JitterBuffer):
+    """aiortc's video jitter buffer, but a frame leaves when its marked last packet
+    completes it, not when the next frame begins."""
+
+    def add(self, packet: Any) -> tuple[bool, Optional[JitterFrame]]:
+        pli, frame = super().add(packet)
+        if frame is None or not frame.data:  # (a "frame" of padding only: nothing to decode)
+            frame = self._whole_frame_at_origin()
+        return pli, frame if frame is not None and frame.data else None
+
+    def _whole_frame_at_origin(self) -> Optional[JitterFrame]:
+        """The oldest frame, removed, if every packet of it is here up to the marked
+        last one; None otherwise."""
+        if self._origin is None:
+            return None
+        parts: list[bytes] = []
+        timestamp = None
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self.capacity]
+            if packet is None or (timestamp is not None and packet.timestamp != timestamp):
+                return None  # a gap, or a new frame without our marker: aiortc's rule decides
+            timestamp = packet.timestamp
+            parts.append(packet._data)
+            if packet.marker:
+                self.remove(count + 1)
+                return JitterFrame(data=b"".join(parts), timestamp=timestamp)
+        return None
+
+
 class NewestFrameQueue(asyncio.Queue):
     """The track's frame queue: at most `limit` decoded frames, the oldest dropped."""
 
@@ -162,7 +205,11 @@ def bound_receiver(receiver: RTCRtpReceiver, max_encoded: int = 2, max_decoded: 
         current = getattr(owner, attr)
         if not isinstance(current, kind) or not current.empty():
             raise TypeError(f"aiortc changed: {attr} is not an empty {kind.__name__}")
+    jitter = getattr(receiver, JITTER_BUFFER_ATTR)
+    if type(jitter) is not JitterBuffer or jitter._origin is not None or not jitter._is_video:
+        raise TypeError(f"aiortc changed: {JITTER_BUFFER_ATTR} is not an empty video JitterBuffer")
     stats = ReceiveStats()
+    setattr(receiver, JITTER_BUFFER_ATTR, MarkerJitterBuffer(capacity=jitter.capacity, is_video=True))
     setattr(receiver, DECODER_QUEUE_ATTR, EncodedFrameQueue(max_encoded, decode_error.set, stats))
     setattr(track, TRACK_QUEUE_ATTR, NewestFrameQueue(max_decoded, stats))
     return stats
