@@ -64,8 +64,8 @@ class StreamPolicy(BaseModel):
         4, ge=1, description="threads doing all sessions' pixel work (frame conversion, drawing, encoding)"
     )
     media_lag_target_ms: Optional[float] = Field(
-        30.0, gt=0,
-        description="when the media event loop wakes later than this (90th percentile over a second), "
+        50.0, gt=0,
+        description="when the media event loop wakes later than this (90th percentile, two seconds running), "
         "every session's upload is capped lower until it does not (component.media_load); None: never",
     )
 
