@@ -241,6 +241,7 @@ class StreamServer:
         self._media_load_task = asyncio.get_running_loop().create_task(
             _watch_media_load(self._media_load), name="rayrtc-media-load"
         )
+        self._media_load_task.add_done_callback(_log_failure)
 
     def _forget(self, session: Session) -> None:
         if self._sessions.get(session.webrtc_id) is session:
@@ -282,3 +283,9 @@ async def _watch_media_load(load: MediaLoad) -> None:
             load.update(probe.take(), loop.time())
     finally:
         probing.cancel()
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the media load watch stopped; uploads are no longer capped for load",
+                  exc_info=task.exception())
