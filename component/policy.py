@@ -66,7 +66,7 @@ class StreamPolicy(BaseModel):
     media_lag_target_ms: Optional[float] = Field(
         50.0, gt=0,
         description="when the media event loop wakes later than this (90th percentile, two seconds running), "
-        "every session's upload is capped lower until it does not (component.media_load); None: never",
+        "every session's upload (server render) is capped lower until it does not (component.media_load); None: never",
     )
 
     @field_validator("trusted_proxies")

@@ -98,9 +98,13 @@ class StreamServer:
         # Browser-render upload caps never fall below the sessions' fair share.
         self._upload_share = FairShare()
         # One upload ceiling for every session, from the media loop's lag (started with
-        # the first offer, on the loop that carries the media).
+        # the first offer, on the loop that carries the media). Server render only: in
+        # browser render the upload already follows what the fn takes (`FairShare`), and
+        # a ceiling there starved the detector (see `component.media_load`).
         target_ms = policy.media_lag_target_ms
-        self._media_load = MediaLoad(target_ms / 1000) if target_ms is not None else None
+        self._media_load = (
+            MediaLoad(target_ms / 1000) if target_ms is not None and config.render == "server" else None
+        )
         self._media_load_task: Optional[asyncio.Task] = None
         self._trim_pending = False
         self._executor: Optional[ThreadPoolExecutor] = None

@@ -150,3 +150,10 @@ async def test_the_ceiling_can_be_turned_off(serve_stream):
         assert "media_load" not in stream.session_stats()
     finally:
         await client.close()
+
+
+async def test_browser_render_has_no_ceiling(serve_stream):
+    """In browser render the upload already follows what the fn takes; a ceiling on top
+    cut the detections themselves (see `component.media_load`)."""
+    _, stream = await serve_stream(_blocking_fn, render="browser", media_lag_target_ms=30)
+    assert "media_load" not in stream.session_stats()
