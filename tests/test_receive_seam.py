@@ -106,6 +106,16 @@ def loopback_ice():
         yield
 
 
+async def _negotiate(sender_pc: RTCPeerConnection, receiver_pc: RTCPeerConnection) -> None:
+    """Offer from the sender, answer from the receiver, on loopback."""
+    await sender_pc.setLocalDescription(await sender_pc.createOffer())
+    await receiver_pc.setRemoteDescription(
+        type(sender_pc.localDescription)(strip_mdns_candidates(sender_pc.localDescription.sdp), "offer")
+    )
+    await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+    await sender_pc.setRemoteDescription(receiver_pc.localDescription)
+
+
 async def test_slow_consumer_on_a_real_pair_only_sees_recent_frames(loopback_ice):
     """A reader at 5 fps of a 30 fps camera: without the bound the track's queue grows
     and frames get ~25 frames older every second; with it, every frame read is recent.
@@ -131,12 +141,7 @@ async def test_slow_consumer_on_a_real_pair_only_sees_recent_frames(loopback_ice
 
     receiver_pc.on("track", on_track)
     try:
-        await sender_pc.setLocalDescription(await sender_pc.createOffer())
-        await receiver_pc.setRemoteDescription(
-            type(sender_pc.localDescription)(strip_mdns_candidates(sender_pc.localDescription.sdp), "offer")
-        )
-        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
-        await sender_pc.setRemoteDescription(receiver_pc.localDescription)
+        await _negotiate(sender_pc, receiver_pc)
         await wait_for(lambda: len(ages) >= 20, 20, what="20 frames read at 5 fps")
         stats: ReceiveStats = bound["stats"]
         # aiortc really feeds our queues (an upgrade that rebuilds them fails here).
@@ -212,12 +217,7 @@ async def test_a_slow_camera_is_decoded_without_waiting_for_its_next_frame(loopb
 
     receiver_pc.on("track", on_track)
     try:
-        await sender_pc.setLocalDescription(await sender_pc.createOffer())
-        await receiver_pc.setRemoteDescription(
-            type(sender_pc.localDescription)(strip_mdns_candidates(sender_pc.localDescription.sdp), "offer")
-        )
-        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
-        await sender_pc.setRemoteDescription(receiver_pc.localDescription)
+        await _negotiate(sender_pc, receiver_pc)
         await wait_for(lambda: len(delays) >= 6, 20, what="6 frames at 2 fps")
         assert sorted(delays)[len(delays) // 2] < 0.25, f"send-to-read delays (s): {delays}"
         assert isinstance(getattr(bound["receiver"], JITTER_BUFFER_ATTR), MarkerJitterBuffer)
