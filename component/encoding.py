@@ -28,7 +28,9 @@ What it relies on in aiortc (tests/test_encoding.py fails if an upgrade changes 
 - a PLI/FIR sets `RTCRtpSender.__force_keyframe`, read and cleared by whoever encodes;
 - the sender encodes with `transceiver._codecs[0]`, set by `setRemoteDescription`;
 - `Vp8Encoder` / `H264Encoder` assign their PyAV context to `self.codec`, then set
-  `codec.options` (a dict) and, for VP8, `codec.thread_count`, before the first encode.
+  `codec.options` (a dict) and, for VP8, `codec.thread_count`, before the first encode;
+- they read `self.target_bitrate` (a property whose setter the sender calls with each
+  REMB) when they open a context, and reopen it when it moves by over 10 %.
 """
 
 from __future__ import annotations
