@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Optional
 
-from component.upload_rate import MAX_UPLOAD_FPS, MIN_UPLOAD_FPS
+from component.upload_rate import MAX_UPLOAD_FPS, MIN_UPLOAD_FPS, SessionRates
 
 PROBE_INTERVAL_S = 0.025
 # The ceiling is cut to this share of what the sessions sent in the last second.
@@ -91,11 +91,12 @@ def quantile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-class MediaLoad:
+class MediaLoad(SessionRates):
     """The server-wide upload ceiling (None: no ceiling). Sessions `report` their
     upload rate each second and read `ceiling_fps`; the server calls `update`."""
 
     def __init__(self, target_s: float, min_fps: float = MIN_UPLOAD_FPS, max_fps: float = MAX_UPLOAD_FPS) -> None:
+        super().__init__()
         if target_s <= 0:
             raise ValueError("target_s must be > 0")
         self.target_s = target_s
@@ -104,25 +105,21 @@ class MediaLoad:
         self.lag_s = 0.0
         self.cuts = 0
         self._late = 0
-        self._rates: dict[str, float] = {}
         self._hold_until = float("-inf")
 
-    def report(self, key: str, upload_fps: float) -> None:
-        self._rates[key] = upload_fps
-
     def forget(self, key: str) -> None:
-        self._rates.pop(key, None)
-        if not self._rates:
+        super().forget(key)
+        if self.mean() is None:
             self.ceiling_fps = None  # nothing left to protect; the next session starts free
 
     def update(self, lag_samples: list[float], now: float) -> Optional[float]:
         """Judge one window of loop lags; returns the ceiling now in force."""
         self.lag_s = quantile(lag_samples, QUANTILE)
         self._late = self._late + 1 if self.lag_s > self.target_s else 0
-        if not self._rates or now < self._hold_until:
+        sent = self.mean()
+        if sent is None or now < self._hold_until:
             return self.ceiling_fps
         if self._late >= LATE_WINDOWS:
-            sent = sum(self._rates.values()) / len(self._rates)
             base = sent if self.ceiling_fps is None else min(self.ceiling_fps, sent)
             self.ceiling_fps = max(self.min_fps, DECREASE * base)
             self.cuts += 1

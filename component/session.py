@@ -78,7 +78,7 @@ class Session:
         media_load: Optional[MediaLoad] = None,
     ) -> None:
         """`upload_share`: the server's `FairShare` of browser-render upload caps;
-        `media_load`: the server's upload ceiling (both renders)."""
+        `media_load`: the server's upload ceiling (server render; see `StreamServer`)."""
         self.webrtc_id = webrtc_id
         self.render = render
         self.pc = pc

@@ -134,7 +134,27 @@ class UploadRate:
         self._sent = None
 
 
-class FairShare:
+class SessionRates:
+    """One frames-per-second figure per session of a server, and their mean: what the
+    server-wide rules (`FairShare`, `component.media_load.MediaLoad`) read. Sessions
+    report each update and are forgotten when they close. One event loop owns it (the
+    server's), so it needs no lock."""
+
+    def __init__(self) -> None:
+        self._rates: dict[str, float] = {}
+
+    def report(self, key: str, fps: float) -> None:
+        self._rates[key] = fps
+
+    def forget(self, key: str) -> None:
+        self._rates.pop(key, None)
+
+    def mean(self) -> Optional[float]:
+        """None while no session has reported."""
+        return sum(self._rates.values()) / len(self._rates) if self._rates else None
+
+
+class FairShare(SessionRates):
     """The rate the fn takes frames at, across one server's browser-render sessions:
     no session's cap goes below HEADROOM x their mean.
 
@@ -143,18 +163,8 @@ class FairShare:
     floor, sessions that started a little behind stay behind (measured: 5.0 against
     6.7 detections/s at 16 FastestDet sessions, fairness 0.75). With it, the lowest
     cap is what an average session needs, and the detector's share evens out.
-    One event loop owns it (the server's), so it needs no lock."""
-
-    def __init__(self) -> None:
-        self._rates: dict[str, float] = {}
-
-    def report(self, key: str, taken_fps: float) -> None:
-        self._rates[key] = taken_fps
-
-    def forget(self, key: str) -> None:
-        self._rates.pop(key, None)
+    Sessions report the rate their fn took."""
 
     def floor_fps(self) -> float:
-        if not self._rates:
-            return 0.0
-        return HEADROOM * sum(self._rates.values()) / len(self._rates)
+        mean = self.mean()
+        return 0.0 if mean is None else HEADROOM * mean
