@@ -6,7 +6,13 @@ preprocess per frame, `infer` of a batch of 1 (latency) and `infer` of a batch o
 (throughput). Each measurement stops after `--seconds` (default 1.5 s), so a run
 takes a few seconds per model. Prints a Markdown table, or JSON with `--json`.
 
+`--gpu` runs the ONNX backends on onnxruntime's CUDA provider (`num_gpus=1`, as a GPU
+detector replica does; the row's provider column says what it really got) and
+`--batches 1,8,32` adds throughput at other batch sizes, which is where a GPU differs:
+a batch of 8 barely loads one.
+
     python bench/models_raw.py [--json] [--seconds 1.5] [--models ../shared/models]
+    python bench/models_raw.py --gpu --only fastestdet yolox_nano --batches 1,8,32,64
 """
 
 from __future__ import annotations
@@ -61,23 +67,26 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q))
 
 
-def measure(name: str, spec: ModelSpec, frame: np.ndarray, seconds: float) -> dict:
+def measure(name: str, spec: ModelSpec, frame: np.ndarray, seconds: float,
+            batches: tuple[int, ...] = ()) -> dict:
     import cv2
 
     pre = build_preprocessor(spec)
     cv2_threads = cv2.getNumThreads()
     try:
-        return _measure(name, spec, pre, frame, seconds)
+        return _measure(name, spec, pre, frame, seconds, batches)
     finally:
         cv2.setNumThreads(cv2_threads)  # a spec's num_threads bounds OpenCV process-wide
 
 
-def _measure(name: str, spec: ModelSpec, pre: Callable, frame: np.ndarray, seconds: float) -> dict:
+def _measure(name: str, spec: ModelSpec, pre: Callable, frame: np.ndarray, seconds: float,
+             batches: tuple[int, ...] = ()) -> dict:
     backend = load_backend(spec)
     pre_t = timed(lambda: pre(frame), seconds / 4)
     item = pre(frame)
     one = timed(lambda: backend.infer([item]), seconds)
     eight = timed(lambda: backend.infer([item] * 8), seconds)
+    more = {n: timed(lambda n=n: backend.infer([item] * n), seconds) for n in batches}
     return {
         "backend": name,
         "model": backend.name,
@@ -92,14 +101,17 @@ def _measure(name: str, spec: ModelSpec, pre: Callable, frame: np.ndarray, secon
         "detections": len(backend.infer([item])[0]),
         "runs": {"batch1": len(one), "batch8": len(eight)},
         "threads": spec.num_threads,
+        "num_gpus": spec.num_gpus,
+        "batch_fps": {str(n): n / statistics.median(t) for n, t in more.items()},
+        "batch_ms_p50": {str(n): 1e3 * statistics.median(t) for n, t in more.items()},
     }
 
 
-def specs(models: Path) -> dict[str, Optional[ModelSpec]]:
+def specs(models: Path, num_gpus: float = 0.0) -> dict[str, Optional[ModelSpec]]:
     out: dict[str, Optional[ModelSpec]] = {"haar": ModelSpec(kind="haar")}
     for name, file in (("fastestdet", "fastestdet.onnx"), ("yolox_nano", "yolox_nano.onnx")):
         path = models / file
-        out[name] = ModelSpec(kind="onnx", path=str(path)) if path.is_file() else None
+        out[name] = ModelSpec(kind="onnx", path=str(path), num_gpus=num_gpus) if path.is_file() else None
     return out
 
 
@@ -132,6 +144,14 @@ def markdown(rows: list[dict], skipped: list[str], info: dict) -> str:
             f"| {r['batch1_fps']:.0f} | {r['batch8_fps']:.0f} | {r['batch8_fps'] / r['batch1_fps']:.2f}x |"
         )
     lines += [f"| {name} | skipped: weights not found | | | | | | |" for name in skipped]
+    more = sorted({int(n) for r in rows for n in r.get("batch_fps", {})})
+    if more:
+        lines += ["", "| backend | provider | " + " | ".join(f"batch {n} fps (ms)" for n in more) + " |",
+                  "|---|---|" + "---:|" * len(more)]
+        for r in rows:
+            cells = [f"{r['batch_fps'][str(n)]:.0f} ({r['batch_ms_p50'][str(n)]:.1f})" if str(n) in r["batch_fps"]
+                     else "" for n in more]
+            lines.append(f"| {r['backend']} | {r['provider']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -141,17 +161,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seconds", type=float, default=1.5, help="time budget per measurement")
     ap.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="folder with the ONNX weights")
     ap.add_argument("--only", nargs="*", help="backends to run (haar fastestdet yolox_nano)")
+    ap.add_argument("--gpu", action="store_true", help="ONNX backends on the CUDA provider (num_gpus=1)")
+    ap.add_argument("--batches", default="", help="extra batch sizes to time, e.g. 1,8,32")
     args = ap.parse_args(argv)
+    batches = tuple(int(n) for n in args.batches.split(",") if n.strip())
 
     frame = test_frame()
     rows, skipped = [], []
-    for name, spec in specs(args.models).items():
+    for name, spec in specs(args.models, 1.0 if args.gpu else 0.0).items():
         if args.only and name not in args.only:
             continue
         if spec is None:
             skipped.append(name)
             continue
-        rows.append(measure(name, spec, frame, args.seconds))
+        rows.append(measure(name, spec, frame, args.seconds, batches))
     info = machine()
     if args.json:
         print(json.dumps({"machine": info, "results": rows, "skipped": skipped}, indent=2))

@@ -14,7 +14,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from deployments.models import ModelLoadError, ModelSpec, build_preprocessor, load_backend
-from deployments.models.onnx import OnnxBackend, OnnxPreprocessor, make_batch_dynamic
+from deployments.models.onnx import (
+    BATCH_TOLERANCE,
+    OnnxBackend,
+    OnnxPreprocessor,
+    batch_error,
+    make_batch_dynamic,
+)
 
 MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
 needs_models = pytest.mark.skipif(
@@ -116,11 +122,16 @@ def test_models_output_batch_is_checked(real):
     "CUDAExecutionProvider" not in ort.get_available_providers(),
     reason="onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu on a CUDA host)",
 )
-def test_models_gpu_provider():
-    backend = load_backend(ModelSpec(kind="onnx", path=str(MODELS / "yolox_nano.onnx"), num_gpus=1))
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_models_gpu_provider(name):
+    """On CUDA both real models load batched (with TF32 on, FastestDet failed the batch
+    check and ran frame by frame) and still find the astronaut."""
+    spec = ModelSpec(kind="onnx", path=str(MODELS / REAL[name]), num_gpus=1)
+    backend = load_backend(spec)
     assert backend.provider == "CUDAExecutionProvider"
+    assert backend._session.get_provider_options()["CUDAExecutionProvider"]["use_tf32"] == "0"
     assert backend.batched
-    [found] = backend.infer([build_preprocessor(ModelSpec(kind="onnx", decoder="yolox"))(photo("astronaut"))])
+    [found] = backend.infer([build_preprocessor(spec)(photo("astronaut"))])
     assert max(found, key=lambda d: d.score).label == "person"
 
 
@@ -201,6 +212,22 @@ def test_models_unrewritable_falls_back_frame_by_frame(tmp_path, caplog):
     out = backend.forward(x)
     assert out.shape == (4, ROWS, 85)
     assert np.allclose(out[2:3], backend.forward(x[2:3]))
+
+
+def test_models_batch_check_tolerates_kernel_noise_not_mixed_frames():
+    """The rewrite's check: GPU kernels that round differently per batch size pass
+    (before, an element-wise 1e-2 bound sent every real model frame by frame on CUDA);
+    a batched output that swaps or blends frames fails."""
+    rng = np.random.default_rng(3)
+    single = np.stack([rng.normal(0, 50, (85, 22, 22)), rng.normal(5, 10, (85, 22, 22))]).astype(np.float32)
+    assert batch_error(single.copy(), single) == 0.0
+    noisy = single * (1 + rng.normal(0, 1e-3, single.shape)).astype(np.float32)
+    noisy[0, 0, 0, :5] += 0.5  # a few elements far past any element-wise bound
+    assert not np.allclose(noisy, single, rtol=1e-2, atol=1e-2)
+    assert batch_error(noisy, single) < BATCH_TOLERANCE
+    assert batch_error(single[::-1], single) > BATCH_TOLERANCE
+    blended = np.stack([0.9 * single[0] + 0.1 * single[1], single[1]])
+    assert batch_error(blended, single) > BATCH_TOLERANCE
 
 
 # --------------------------------------------------------------------------- load-time errors on toys

@@ -143,6 +143,35 @@ class RewriteError(Exception):
     """The graph cannot be made batch-dynamic by this rewrite."""
 
 
+# Largest relative error (per frame, L2) of a batch-2 forward against two batch-1
+# forwards for which the rewrite still counts as right. Element-wise closeness was too
+# strict: on CUDA (TF32 convolutions, algorithms chosen per batch size) a few of
+# YOLOX's or FastestDet's outputs move past 1e-2 although the frame's output as a whole
+# is within 1e-3 of batch 1 (measured on an H200, BENCHMARKS.md); every model then ran
+# frame by frame on GPU. A rewrite that mixes frames is off by the distance between the
+# two probe frames' outputs, O(0.1-1).
+BATCH_TOLERANCE = 1e-2
+
+
+def batch_error(batched: np.ndarray, single: np.ndarray) -> float:
+    """The worst frame's relative L2 distance between a batched output and the same
+    frames' outputs one at a time (both stacked on dim 0)."""
+    worst = 0.0
+    for b, s in zip(batched, single):
+        scale = float(np.linalg.norm(s)) or 1.0
+        worst = max(worst, float(np.linalg.norm(b.astype(np.float64) - s)) / scale)
+    return worst
+
+
+def _probe_pair(size: int) -> np.ndarray:
+    """Two (3, size, size) uint8 frames unlike each other (full-range noise, and dim grey
+    with mild noise), so a rewrite that mixes frames changes each one's output."""
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (3, size, size), dtype=np.uint8)
+    grey = np.clip(96 + rng.normal(0, 12, (3, size, size)), 0, 255).astype(np.uint8)
+    return np.stack([noise, grey])
+
+
 def make_batch_dynamic(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """A copy of `model` whose input batch dim is symbolic and whose constant Reshape
     targets no longer pin the batch; returns it and the number of Reshapes changed.
@@ -229,8 +258,9 @@ class OnnxBackend:
         if not self.batched:
             log.warning("%s: batched forward unavailable (%s); running frame by frame", self.name, reason)
         self.provider = self._session.get_providers()[0]
-        level = logging.WARNING if self.provider != self._providers[0] else logging.INFO
-        log.log(level, "%s: provider %s (asked for %s)", self.name, self.provider, self._providers)
+        wanted = [p if isinstance(p, str) else p[0] for p in self._providers]
+        level = logging.WARNING if self.provider != wanted[0] else logging.INFO
+        log.log(level, "%s: provider %s (asked for %s)", self.name, self.provider, wanted)
         try:
             probe = self.forward(np.zeros((1, 3, self.size, self.size), np.uint8))
         except Exception as e:
@@ -255,15 +285,14 @@ class OnnxBackend:
         try:
             dynamic, changed = make_batch_dynamic(model)
             session = self._session_for(dynamic)
-            x = np.random.default_rng(0).integers(0, 256, (2, 3, self.size, self.size), dtype=np.uint8)
-            feed = self._to_float(x)
+            feed = self._to_float(_probe_pair(self.size))
             both = session.run(None, {self._input_name: feed})[0]
-            one = [session.run(None, {self._input_name: feed[i : i + 1]})[0] for i in range(2)]
-            if both.shape[0] != 2:
-                raise RewriteError(f"batch-2 forward gave output batch {both.shape[0]}")
-            # loose enough for GPU kernels that differ by batch size; mixing frames is O(1)
-            if not np.allclose(both, np.concatenate(one), rtol=1e-2, atol=1e-2):
-                raise RewriteError("batch-2 forward differs from two batch-1 forwards")
+            one = np.concatenate([session.run(None, {self._input_name: feed[i : i + 1]})[0] for i in range(2)])
+            if both.shape != one.shape:
+                raise RewriteError(f"batch-2 forward gave shape {both.shape}, two batch-1 forwards {one.shape}")
+            error = batch_error(both, one)
+            if error > BATCH_TOLERANCE:
+                raise RewriteError(f"batch-2 forward differs from two batch-1 forwards (relative error {error:.2g})")
             self._session = session
             log.info("%s: batch-dynamic after rewriting %d Reshape(s)", self.name, changed)
             return True, ""
@@ -390,11 +419,19 @@ def _yolox_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32)
 
 
-def _providers(num_gpus: float) -> list[str]:
+# onnxruntime's CUDA provider rounds convolutions through TF32 by default, and picks
+# kernels per batch size, so a frame's output depended on its batch (relative error
+# 2e-3 to 1e-2 on an H200) and failed the rewrite's check. In full FP32 a batch-2
+# forward equals two batch-1 forwards exactly there (measured, BENCHMARKS.md); models of
+# this size are not bound by the GPU's arithmetic.
+CUDA_OPTIONS = {"use_tf32": "0"}
+
+
+def _providers(num_gpus: float) -> list[str | tuple[str, dict[str, str]]]:
     available = ort.get_available_providers()
     if num_gpus > 0:
         if "CUDAExecutionProvider" in available:
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            return [("CUDAExecutionProvider", CUDA_OPTIONS), "CPUExecutionProvider"]
         log.warning("num_gpus=%s but onnxruntime has no CUDAExecutionProvider (%s); using CPU", num_gpus, available)
     return ["CPUExecutionProvider"]
 
