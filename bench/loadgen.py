@@ -458,7 +458,18 @@ def _detector_delta(before: Optional[dict], after: Optional[dict], window: float
         "batch_sizes": dict(sorted(hist.items())),
         # Frames per detector call (the ingress's FramePacker).
         "mean_pack": round(packed / sum(packs.values()), 2) if packs else None,
+        # CPU of the forward passes alone (the replica's worker-thread clock): against
+        # the replica process's CPU, the model's share of what the replica costs.
+        **_forward_cpu(before, after, frames, window),
     }
+
+
+def _forward_cpu(before: dict, after: dict, frames: int, window: float) -> dict:
+    if "forward_cpu_s" not in after or "forward_cpu_s" not in before:
+        return {}
+    cpu = after["forward_cpu_s"] - before["forward_cpu_s"]
+    return {"forward_cores": round(cpu / window, 3),
+            "forward_cpu_ms_per_frame": round(1e3 * cpu / frames, 2) if frames else None}
 
 
 def _histogram_delta(before: dict, after: dict, key: str) -> dict[int, int]:

@@ -546,13 +546,14 @@ def markdown(results: dict, plot_files: dict[str, str], out: Path, link_base: st
                   f"{batch[0].get('render', 'server')} render; raw batch-8 {_fmt(d.get('raw_batch8_fps'))} fps"
                   + (f" on the replica's {d['raw_threads']} thread(s), {_fmt(d.get('raw_batch8_all_cores_fps'))} on all cores"
                      if d.get("raw_threads") else "") + ")", "",
-                  "| max_batch_size | det/s total | x raw batch-8 | detector cores used | x raw on those cores | mean batch | batch histogram | frames per call | detector busy | RTT p95 ms | handle calls/s (8 callers) |",
-                  "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+                  "| max_batch_size | det/s total | x raw batch-8 | detector cores used | x raw on those cores | forward CPU ms/frame (raw) | model share of the replica's CPU | mean batch | batch histogram | frames per call | detector busy | RTT p95 ms | handle calls/s (8 callers) |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+        raw_ms = 1e3 * d["raw_threads"] / d["raw_batch8_fps"] if d.get("raw_threads") and d.get("raw_batch8_fps") else None
         rows = {r["max_batch_size"]: r for r in d.get("rows", [])}
         for b in batch:
             st = b.get("step")
             if not st:
-                lines.append(f"| {b['max_batch_size']} | error: {b.get('error')} | | | | | | | | | |")
+                lines.append(f"| {b['max_batch_size']} | error: {b.get('error')} | | | | | | | | | | | |")
                 continue
             det = st.get("detector") or {}
             lines.append(
@@ -560,6 +561,8 @@ def markdown(results: dict, plot_files: dict[str, str], out: Path, link_base: st
                 f"| {_fmt((rows.get(b['max_batch_size']) or {}).get('over_raw_batch8'), 2)} "
                 f"| {_fmt((rows.get(b['max_batch_size']) or {}).get('detector_cores'), 2)} "
                 f"| {_fmt((rows.get(b['max_batch_size']) or {}).get('over_raw_on_cores_used'), 2)} "
+                f"| {_fmt(det.get('forward_cpu_ms_per_frame'), 2)} ({_fmt(raw_ms, 2)}) "
+                f"| {_fmt(_ratio(det.get('forward_cores'), (rows.get(b['max_batch_size']) or {}).get('detector_cores')), 2)} "
                 f"| {_fmt(det.get('mean_batch'), 2)} "
                 f"| {det.get('batch_sizes', '–')} | {_fmt(det.get('mean_pack'), 2)} | {_fmt(det.get('busy_fraction'), 2)} "
                 f"| {_fmt(st['latency_ms']['p95'], 0)} "

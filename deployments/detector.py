@@ -34,6 +34,10 @@ class Detector:
         self._batch_sizes: Counter[int] = Counter()
         self._frames = 0
         self._busy_s = 0.0
+        # CPU seconds of the forward passes themselves (the worker thread's own clock):
+        # against the process's CPU this splits the replica's cost into model and
+        # serving overhead, and against `_busy_s` shows time lost waiting for a core.
+        self._forward_cpu_s = 0.0
         # Frames received and not yet answered: what the autoscaler scales on
         # (`record_autoscaling_stats`, `deployments.autoscaling`).
         self._in_flight = 0
@@ -110,7 +114,11 @@ class Detector:
         return {FRAMES_IN_FLIGHT: float(self._in_flight)}
 
     def _infer(self, inputs: list[ModelInput]) -> list[Detections]:
-        results = self.backend.infer(inputs)
+        started = time.thread_time()
+        try:
+            results = self.backend.infer(inputs)
+        finally:
+            self._forward_cpu_s += time.thread_time() - started
         if len(results) != len(inputs):
             raise RuntimeError(
                 f"{self.backend.name} returned {len(results)} results for {len(inputs)} frames"
@@ -135,6 +143,7 @@ class Detector:
             **self._batch.user_config(),
             "frames": self._frames,
             "busy_s": round(self._busy_s, 4),
+            "forward_cpu_s": round(self._forward_cpu_s, 4),
             "batch_sizes": dict(self._batch_sizes),
             "pack_sizes": dict(self._packs),
             **current_priority(),
