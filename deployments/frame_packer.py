@@ -8,6 +8,19 @@ together (every session whose frame shared a batch gets its answer at once and s
 its next frame), so gathering them for a few milliseconds and sending one call turns N
 calls into one, and hands the detector's batch queue N frames at once.
 
+When to send (the rule of Nagle's algorithm for small TCP segments): a frame that
+finds no pack of this packer in flight leaves at once (at the end of the current loop
+step, so frames submitted together still share a call), since the detector may be
+idle and waiting would only add latency; a lone session never waits. Frames that come
+while a pack is in flight are held: the detector is busy with that pack, so they
+would queue there anyway. They leave together when the pack in flight is answered,
+when `max_frames` are held, or `wait_s` after the first of them, whichever is first.
+Measured here (16 FastestDet sessions, browser render, one detector replica): a fixed
+4 ms gathering window made packs of 2.2-2.3 frames and batches of 3.2-3.5; holding
+for up to 12 ms while a pack is in flight made packs of 4.2-4.9 and batches of 4.3-5.1,
+and the forward passes' share of the replica's CPU rose from 72-73 % to 79-81 %
+(fewer calls, each with its fixed cost).
+
 The packer only groups and forwards: the detector still batches frames across packs
 (`Detector.detect_pack` feeds each frame into its `@serve.batch` queue), and each
 frame keeps its own answer, error and timeout. It runs on one event loop and needs no
@@ -35,10 +48,11 @@ class PackCall(Protocol[R]):
 class FramePacker(Generic[T, R]):
     """`await packer.submit(item)` -> its result from `call([...items])`.
 
-    A pack is sent when it holds `max_frames` items or `wait_s` after its first item,
-    whichever comes first; `wait_s=0` sends every item alone (no packing). When every
-    item of a pack in flight has been abandoned (its caller timed out or went away),
-    the call is cancelled."""
+    With no pack in flight, items leave at the end of the loop step they came in;
+    while one is, they are held until it is answered, `max_frames` are held, or
+    `wait_s` after the first, whichever comes first; `wait_s=0` sends every item
+    alone (no packing). When every item of a pack in flight has been abandoned (its
+    caller timed out or went away), the call is cancelled."""
 
     def __init__(self, call: Callable[[list[T]], PackCall[Sequence[R]]], max_frames: int, wait_s: float) -> None:
         if max_frames < 1:
@@ -61,7 +75,9 @@ class FramePacker(Generic[T, R]):
         if len(self._pending) >= self._max_frames or self._wait_s == 0:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self._wait_s, self._flush)
+            # Idle: this loop step's other frames may still join, then it leaves.
+            delay = self._wait_s if self._in_flight else 0.0
+            self._timer = loop.call_later(delay, self._flush)
         return await future
 
     @property
@@ -81,7 +97,14 @@ class FramePacker(Generic[T, R]):
         self.frames_sent += len(pack)
         task = asyncio.get_running_loop().create_task(self._send(pack))
         self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+        task.add_done_callback(self._answered)
+
+    def _answered(self, task: asyncio.Task[None]) -> None:
+        """A pack is done: what was held for it leaves now, unless another pack is
+        still in flight (then its own timer or that pack's answer sends it)."""
+        self._in_flight.discard(task)
+        if self._pending and not self._in_flight:
+            self._flush()
 
     async def _send(self, pack: list[tuple[T, asyncio.Future[R]]]) -> None:
         futures = [future for _, future in pack]

@@ -176,9 +176,10 @@ class AppArgs(BaseModel):
         5.0, gt=0, description="a frame not back from the detector by then is dropped"
     )
     detector_pack_wait_s: float = Field(
-        0.004, ge=0, le=0.1,
-        description="the ingress gathers sessions' frames this long (at most max_batch_size) "
-        "into one detector call; 0: one call per frame (deployments/frame_packer.py)",
+        0.012, ge=0, le=0.1,
+        description="while a detector call is in flight, the ingress holds sessions' frames up to "
+        "this long (at most max_batch_size) and sends them as one call; with none in flight a "
+        "frame leaves at once. 0: one call per frame (deployments/frame_packer.py)",
     )
     # The detector's `user_config`: a deploy changing only that retunes live replicas.
     max_batch_size: MaxBatchSize = DEFAULT_BATCH.max_batch_size

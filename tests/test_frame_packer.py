@@ -49,10 +49,49 @@ async def test_a_full_pack_leaves_at_once_and_the_rest_starts_the_next():
     packer = FramePacker(call, max_frames=3, wait_s=10.0)  # the timer must not be needed
     first = await asyncio.wait_for(asyncio.gather(*(packer.submit(i) for i in range(3))), 1.0)
     assert first == [0, 10, 20] and call.packs == [[0, 1, 2]]
-    # A lone frame waits for its pack's timer, not forever: a short one here.
-    packer = FramePacker(call, max_frames=3, wait_s=0.01)
+    # A lone frame with nothing in flight leaves at once, whatever the window.
+    packer = FramePacker(call, max_frames=3, wait_s=10.0)
     assert await asyncio.wait_for(packer.submit(7), 1.0) == 70
     assert call.packs[-1] == [7]
+
+
+async def test_with_nothing_in_flight_a_frame_leaves_without_waiting():
+    """A lone session never pays the gathering window: the detector may be idle."""
+    call = Recorder()
+    packer = FramePacker(call, max_frames=8, wait_s=30.0)
+    for i in range(3):
+        assert await asyncio.wait_for(packer.submit(i), 1.0) == 10 * i
+    assert call.packs == [[0], [1], [2]]
+
+
+async def test_frames_that_come_while_a_pack_is_in_flight_leave_together_when_it_is_answered():
+    call = Recorder(delay=0.1)
+    packer = FramePacker(call, max_frames=8, wait_s=30.0)  # only the answer can send them
+    first = asyncio.ensure_future(packer.submit(0))
+    await asyncio.wait_for(_until(lambda: len(call.packs) == 1), 1.0)
+    held = []
+    for i in (1, 2, 3):
+        held.append(asyncio.ensure_future(packer.submit(i)))
+        await asyncio.sleep(0.01)  # separate loop steps: no same-step grouping
+    assert len(call.packs) == 1, "frames were sent while a pack was in flight"
+    assert await asyncio.wait_for(asyncio.gather(first, *held), 1.0) == [0, 10, 20, 30]
+    assert call.packs == [[0], [1, 2, 3]]
+
+
+async def test_held_frames_leave_after_wait_s_even_if_the_pack_in_flight_is_slow():
+    call = Recorder(delay=2.0)
+    packer = FramePacker(call, max_frames=8, wait_s=0.05)
+    slow = asyncio.ensure_future(packer.submit(0))
+    await asyncio.wait_for(_until(lambda: len(call.packs) == 1), 1.0)
+    asyncio.ensure_future(packer.submit(1))
+    await asyncio.wait_for(_until(lambda: len(call.packs) == 2), 1.0)  # well before 2 s
+    assert call.packs == [[0], [1]] and not slow.done()
+    await packer.close()
+
+
+async def _until(condition, step: float = 0.005) -> None:
+    while not condition():
+        await asyncio.sleep(step)
 
 
 async def test_wait_zero_sends_every_frame_alone():
