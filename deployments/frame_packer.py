@@ -15,11 +15,11 @@ idle and waiting would only add latency; a lone session never waits. Frames that
 while a pack is in flight are held: the detector is busy with that pack, so they
 would queue there anyway. They leave together when the pack in flight is answered,
 when `max_frames` are held, or `wait_s` after the first of them, whichever is first.
-Measured here (16 FastestDet sessions, browser render, one detector replica): a fixed
-4 ms gathering window made packs of 2.2-2.3 frames and batches of 3.2-3.5; holding
-for up to 12 ms while a pack is in flight made packs of 4.2-4.9 and batches of 4.3-5.1,
-and the forward passes' share of the replica's CPU rose from 72-73 % to 79-81 %
-(fewer calls, each with its fixed cost).
+Measured here (16 FastestDet sessions, browser render, one detector replica, back to
+back): a fixed 4 ms gathering window made packs of 2.2-2.3 frames, batches of 3.2-3.5
+and 74-78 detections/s; this rule with `wait_s` 12 ms made packs and batches of 5.0-7.6
+and 109-116 detections/s, and the forward passes' share of the replica's CPU rose from
+72-73 % to 84-87 % (fewer calls, each with its fixed cost).
 
 The packer only groups and forwards: the detector still batches frames across packs
 (`Detector.detect_pack` feeds each frame into its `@serve.batch` queue), and each
