@@ -51,6 +51,7 @@ from typing import Any, Callable, Optional
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
+from aiortc.utils import uint16_gt
 
 log = logging.getLogger("rayrtc.receive")
 
@@ -146,9 +147,20 @@ class MarkerJitterBuffer(JitterBuffer):
     """aiortc's video jitter buffer, but a frame leaves when its marked last packet
     completes it, not when the next frame begins."""
 
+    def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False) -> None:
+        super().__init__(capacity, prefetch, is_video)
+        self._newest_seq: Optional[int] = None
+
     def add(self, packet: Any) -> tuple[bool, Optional[JitterFrame]]:
+        # Only a marked packet, or one that fills a gap behind the newest, can complete
+        # the oldest frame: packets in order without a marker skip the scan, which keeps
+        # the work per frame linear in its packets.
+        in_order = self._newest_seq is None or uint16_gt(packet.sequence_number, self._newest_seq)
+        if in_order:
+            self._newest_seq = packet.sequence_number
         pli, frame = super().add(packet)
-        if frame is None or not frame.data:  # (a "frame" of padding only: nothing to decode)
+        if (frame is None or not frame.data) and (packet.marker or not in_order):
+            # (a "frame" of padding only has nothing to decode)
             frame = self._whole_frame_at_origin()
         return pli, frame if frame is not None and frame.data else None
 
