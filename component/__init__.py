@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from component.scheduler import FrameInput, ScaledInputFn
     from component.policy import StreamPolicy
     from component.server import StreamConfig, StreamServer
+    from component.stream_context import StreamContext, current_stream
     from component.webrtc import WebRTC
 
 # Public name -> the submodule that defines it.
@@ -45,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "StreamConfig": "component.server",
     "StreamPolicy": "component.policy",
     "StreamServer": "component.server",
+    "StreamContext": "component.stream_context",
+    "current_stream": "component.stream_context",
     "WebRTC": "component.webrtc",
 }
 
@@ -60,10 +63,12 @@ __all__ = [
     "OfferRequest",
     "ScaledInputFn",
     "StreamConfig",
+    "StreamContext",
     "StreamPolicy",
     "StreamServer",
     "VideoEncoding",
     "WebRTC",
+    "current_stream",
     "mount_offer_routes",
     "offer_router",
 ]

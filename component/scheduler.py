@@ -9,6 +9,8 @@ Rules (they are what keeps many sessions fast together):
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import inspect
 import logging
 import time
@@ -21,7 +23,9 @@ from av import VideoFrame
 
 from component.box_hold import BoxHold
 from component.detections import Detections
+from component.fair_order import FairOrder
 from component.metrics import StreamMetrics
+from component.stream_context import StreamContext, enter_stream
 from component.throttled_log import ThrottledLog
 from component.tracks import CameraFrame, Closed, Latest, image_frame
 
@@ -93,10 +97,12 @@ class FrameScheduler:
         executor: Executor,
         metrics: StreamMetrics,
         on_result: Optional[Callable[[Any, float], None]] = None,
+        fair_order: Optional[FairOrder] = None,
     ) -> None:
         """`on_result`, when given, takes every result instead of the detections and
         images slots (`render="browser"`: nothing is drawn here), with the monotonic
-        time its camera frame arrived."""
+        time its camera frame arrived. `fair_order`: the server's, so the fn can ask
+        for this session's queue key (`current_stream().queue_key()`)."""
         self.session_id = session_id
         self._frame_input: Optional[FrameInput] = None
         if isinstance(fn, ScaledInputFn):
@@ -116,11 +122,15 @@ class FrameScheduler:
         self._on_result = on_result
         self._hold = BoxHold()
         self.stats = StreamStats()
+        # What the fn can read through `current_stream()`.
+        self.context = StreamContext(session_id, fair_order)
         # A fn that fails once usually fails on every frame: one traceback, then counts.
         self._errors_log = ThrottledLog(log, f"session {session_id}: stream fn failed")
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        enter_stream(self.context)  # this task is the session's: its calls see it
+        self.context.start()
         seen = 0
         next_start = 0.0
         try:
@@ -139,10 +149,13 @@ class FrameScheduler:
                 await self._call(frame, arrived_at)
         except Closed:
             return
+        finally:
+            self.context.stop()
 
     async def _call(self, camera: CameraFrame, arrived_at: float) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        self.context.call()
         ok = False
         try:
             extras = tuple(self._inputs())
@@ -158,7 +171,10 @@ class FrameScheduler:
                 # A sync fn (e.g. a local model in a plain Gradio app) must not stall the
                 # loop that carries every session's media: conversion, fn and the
                 # returned image's frame all happen in one hop.
-                result = await loop.run_in_executor(None, self._call_sync, camera, extras)
+                context_run = contextvars.copy_context().run
+                result = await loop.run_in_executor(
+                    None, functools.partial(context_run, self._call_sync, camera, extras)
+                )
             if self._on_result is not None:
                 self._on_result(result, arrived_at)
             else:
@@ -170,6 +186,7 @@ class FrameScheduler:
             self.record_error(exc)
         finally:
             self.stats.calls += 1
+            self.context.answered()
             self.stats.last_latency_s = time.perf_counter() - started
             self._metrics.fn_call(self.stats.last_latency_s, ok)
 

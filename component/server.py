@@ -27,6 +27,7 @@ from component.ratelimit import RateLimiter
 from component.protocol import ErrorCode, OfferAnswer, OfferError, parse_offer
 from component.scheduler import StreamFn
 from component.session import Render, Session
+from component.fair_order import FairOrder
 from component.upload_rate import UPDATE_PERIOD_S, FairShare
 
 log = logging.getLogger("rayrtc.server")
@@ -97,6 +98,9 @@ class StreamServer:
         self._sessions: dict[str, Session] = {}
         # Browser-render upload caps never fall below the sessions' fair share.
         self._upload_share = FairShare()
+        # The order a shared model should serve the sessions' frames in (read by fns
+        # through `current_stream()`; the Serve app's detector queues by it).
+        self._fair_order = FairOrder()
         # One upload ceiling for every session, from the media loop's lag (started with
         # the first offer, on the loop that carries the media). Server render only: in
         # browser render the upload already follows what the fn takes (`FairShare`), and
@@ -184,6 +188,7 @@ class StreamServer:
             render=self.config.render,
             upload_share=self._upload_share,
             media_load=self._media_load,
+            fair_order=self._fair_order,
         )
         self._watch_media_load()
         # Registered before the first await so a concurrent duplicate id gets 409.

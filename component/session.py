@@ -29,6 +29,7 @@ from component.receive import ReceiveStats, bound_track
 from component.scheduler import FrameScheduler, StreamFn
 from component.source import Exhausted, FrameSource, SourceTrack
 from component.tracks import CameraFrame, Latest, OutgoingTrack, pump_latest
+from component.fair_order import FairOrder
 from component.upload_rate import UPDATE_PERIOD_S, FairShare, UploadRate, upload_message
 
 log = logging.getLogger("rayrtc.session")
@@ -76,9 +77,11 @@ class Session:
         render: Render = "server",
         upload_share: Optional[FairShare] = None,
         media_load: Optional[MediaLoad] = None,
+        fair_order: Optional[FairOrder] = None,
     ) -> None:
         """`upload_share`: the server's `FairShare` of browser-render upload caps;
-        `media_load`: the server's upload ceiling (server render; see `StreamServer`)."""
+        `media_load`: the server's upload ceiling (server render; see `StreamServer`);
+        `fair_order`: the server's queue order for a shared model (`component.fair_order`)."""
         self.webrtc_id = webrtc_id
         self.render = render
         self.pc = pc
@@ -120,6 +123,7 @@ class Session:
             webrtc_id, fn, policy.stream_every, frame_index, self.camera, self.detections, self.images,
             lambda: self._inputs, executor, self._metrics,
             on_result=self._overlay_result if self.overlay is not None else None,
+            fair_order=fair_order,
         )
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)

@@ -6,8 +6,8 @@ it: a lightweight update, so the running replica keeps its loaded model, its que
 and its counters. (As constructor arguments they would change the deployment's code
 version, and Serve would replace every replica.)
 
-Defaults and bounds are written here once: `AppArgs` and the `@serve.batch`
-decorator read them.
+Defaults and bounds are written here once: `AppArgs` and the batch queue
+(`deployments.fair_batch`) read them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ BatchWaitTimeout = Annotated[
 
 
 class BatchConfig(BaseModel):
-    """One detector replica's `@serve.batch` settings. A key left out of a
+    """One detector replica's batch queue settings. A key left out of a
     `user_config` takes its default here: the config given is the whole setting, as
     Serve replaces a deployment's `user_config` whole."""
 

@@ -1,5 +1,6 @@
-"""The detector deployment: one `@serve.batch` queue per replica, fed by every session
-of every ingress replica, so frames from different browsers share one forward pass."""
+"""The detector deployment: one batch queue per replica, fed by every session of every
+ingress replica, so frames from different browsers share one forward pass. The queue
+(`deployments.fair_batch`) takes the least-served sessions' frames first."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ray import serve
 
 from deployments.autoscaling import FRAMES_IN_FLIGHT
 from deployments.batch_config import DEFAULT_BATCH, BatchConfig
+from deployments.fair_batch import FairBatchQueue
 from deployments.metrics import DetectorMetrics
 from deployments.models import Detections, FrameFailure, ModelInput, ModelSpec, load_backend
 from deployments.priority import Priority, current_priority, lower_priority
@@ -31,6 +33,9 @@ class Detector:
         # Loading fails here, at replica start, with the backend's own message.
         self.backend = load_backend(spec)
         self._batch = DEFAULT_BATCH
+        self._queue: FairBatchQueue[ModelInput, Detections | FrameFailure] = FairBatchQueue(
+            self._detect_batch, self._frames_per_pass(DEFAULT_BATCH), DEFAULT_BATCH.batch_wait_timeout_s
+        )
         self._batch_sizes: Counter[int] = Counter()
         self._frames = 0
         self._busy_s = 0.0
@@ -54,19 +59,26 @@ class Detector:
         DEPLOY_FAILED with this message (see cluster/README.md); it never runs on with
         the old settings as if the change had taken."""
         batch = BatchConfig.from_user_config(user_config)
-        self.detect.set_max_batch_size(batch.max_batch_size)
-        self.detect.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
+        self._queue.configure(self._frames_per_pass(batch), batch.batch_wait_timeout_s)
         self._batch = batch
         log.info("detector batching: max_batch_size=%d, batch_wait_timeout_s=%g",
                  batch.max_batch_size, batch.batch_wait_timeout_s)
 
-    # The decorator's values serve a Detector deployed without a `user_config`.
-    @serve.batch(max_batch_size=DEFAULT_BATCH.max_batch_size, batch_wait_timeout_s=DEFAULT_BATCH.batch_wait_timeout_s)
-    async def detect(self, inputs: list[ModelInput]) -> list[Detections | FrameFailure]:
+    def _frames_per_pass(self, batch: BatchConfig) -> int:
+        """`max_batch_size`, or 1 for a backend that runs frames one by one."""
+        return batch.max_batch_size if getattr(self.backend, "batched", True) else 1
+
+    async def detect(self, model_input: ModelInput) -> Detections | FrameFailure:
+        """One frame, batched with whatever else is queued (its `priority` orders it).
+        A frame that failed inside a batch of several is a `FrameFailure`; a lone
+        frame's model error is raised."""
+        return await self._queue.submit(model_input, model_input.priority)
+
+    async def _detect_batch(self, inputs: list[ModelInput]) -> list[Detections | FrameFailure]:
         """One forward pass for the batch. If a batch of several frames raises, each
         frame is run alone: a bad frame fails only itself (a `FrameFailure` in its
         place), never the other sessions' frames that shared its batch. A lone frame
-        that raises fails its call, as any model error does."""
+        that raises fails its caller, as any model error does."""
         started = time.perf_counter()
         # The forward pass runs off the replica's event loop so batching keeps
         # collecting the next frames meanwhile.
@@ -95,7 +107,9 @@ class Detector:
         self._packs[len(inputs)] += 1
         self._in_flight += len(inputs)
         try:
-            answers = await asyncio.gather(*(self.detect(item) for item in inputs), return_exceptions=True)
+            answers = await asyncio.gather(
+                *(self._queue.submit(item, item.priority) for item in inputs), return_exceptions=True
+            )
         finally:
             self._in_flight -= len(inputs)
         results: list[Detections | FrameFailure] = []
@@ -141,6 +155,7 @@ class Detector:
         return {
             "model": self.backend.name,
             **self._batch.user_config(),
+            "frames_per_pass": self._queue.max_batch_size,
             "frames": self._frames,
             "busy_s": round(self._busy_s, 4),
             "forward_cpu_s": round(self._forward_cpu_s, 4),

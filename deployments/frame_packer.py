@@ -22,7 +22,7 @@ and 109-116 detections/s, and the forward passes' share of the replica's CPU ros
 72-73 % to 84-87 % (fewer calls, each with its fixed cost).
 
 The packer only groups and forwards: the detector still batches frames across packs
-(`Detector.detect_pack` feeds each frame into its `@serve.batch` queue), and each
+(`Detector.detect_pack` feeds each frame into its batch queue, `deployments.fair_batch`), and each
 frame keeps its own answer, error and timeout. It runs on one event loop and needs no
 lock.
 """

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hmac
 import logging
+import time
 from typing import Any
 
 import gradio as gr
@@ -19,7 +20,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from component import Detections, ScaledInputFn, WebRTC, mount_offer_routes
+from component import Detections, ScaledInputFn, WebRTC, current_stream, mount_offer_routes
 from component.gradio_queue import slow_idle_polling
 from component.ice import claim_process_ice
 from deployments.frame_packer import FramePacker
@@ -92,9 +93,13 @@ class Ingress:
     async def detect(self, model_input: ModelInput, threshold: float) -> Detections:
         """The stream fn: infer in a batched detector replica. `model_input` was made on
         a media thread by one scaled conversion of the decoded frame (`ScaledInputFn`);
-        the session's threshold travels with it, so the model filters at it."""
+        the session's threshold travels with it, so the model filters at it, and so
+        does the session's queue key, so the detector serves sessions in a fair order
+        (`component.fair_order`, `deployments.fair_batch`)."""
         threshold = float(threshold)
-        model_input = dataclasses.replace(model_input, min_score=threshold)
+        stream = current_stream()
+        priority = stream.queue_key if stream is not None else time.time()
+        model_input = dataclasses.replace(model_input, min_score=threshold, priority=priority)
         timeout = self.settings.detector_timeout_s
         try:
             detections = await asyncio.wait_for(self.packer.submit(model_input), timeout)

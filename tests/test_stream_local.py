@@ -283,3 +283,54 @@ async def test_receive_mode_generator_ends_the_session_when_exhausted(serve_stre
         assert 5 <= client.received.count <= 10, client.received.count
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_a_stream_fn_sees_its_own_session_and_when_it_was_last_answered(serve_stream, kind):
+    """`current_stream()` inside the fn names the calling session (an async fn on the
+    loop, a sync fn in its worker thread) and when its previous call ended, which the
+    Serve ingress sends with each frame so the detector serves the longest-waiting
+    session first."""
+    import time
+
+    from component import current_stream
+
+    seen: list[tuple[str, float, float]] = []
+    keys: list[float] = []
+
+    def note() -> Detections:
+        stream = current_stream()
+        assert stream is not None
+        seen.append((stream.session_id, stream.last_answer_at, time.time()))
+        keys.append(stream.queue_key)
+        return Detections(())
+
+    async def async_fn(frame: np.ndarray, threshold: float) -> Detections:
+        return note()
+
+    def sync_fn(frame: np.ndarray, threshold: float) -> Detections:
+        return note()
+
+    url, stream = await serve_stream(async_fn if kind == "async" else sync_fn, stream_every=0.1)
+    client = StreamClient(url, photo("astronaut"), fps=15)
+    try:
+        await client.connect()
+        await client.wait_connected()
+        await wait_for(lambda: len(seen) >= 15, 20, what="15 fn calls")
+        assert {session for session, _, _ in seen} == {client.webrtc_id}
+        # Each call sees the end of the one before it: later than that call's start,
+        # and (stream_every 0.1 s) about 0.1 s before its own.
+        for (_, _, previous_start), (_, last_answer, start) in zip(seen, seen[1:]):
+            assert previous_start <= last_answer <= start
+        gaps = sorted(start - last_answer for _, last_answer, start in seen[1:])
+        assert 0.03 <= gaps[len(gaps) // 2] <= 0.2, gaps
+        # Its queue keys (the server's `FairOrder`) rise with every frame and stay
+        # within a few cycles of the wall clock.
+        assert all(b > a for a, b in zip(keys, keys[1:])), keys
+        assert abs(keys[-1] - seen[-1][2]) < 1.0
+        assert current_stream() is None  # the test's own task is no session's
+        assert len(stream._fair_order) == 1
+    finally:
+        await client.close()
+    # A closed session leaves nothing in the server's order.
+    await wait_for(lambda: len(stream._fair_order) == 0, 10, what="the session to leave the fair order")

@@ -19,8 +19,10 @@ from tests.support.waits import wait_for
 
 APP, PREFIX = "tuning", "/tuning"
 # One frame per forward pass to start with; a long wait, so that once larger batches
-# are allowed, concurrent callers surely share one.
-ARGS = app_args(max_batch_size=1, batch_wait_timeout_s=0.05)
+# are allowed, concurrent callers surely share one. A batched face model (the Haar
+# backend itself runs frame by frame, so the replica never batches it).
+MODEL = dict(model="callable", model_callable="tests.support.cluster:faces_batch", model_batched=True)
+ARGS = app_args(max_batch_size=1, batch_wait_timeout_s=0.05, **MODEL)
 CALLERS = 6
 EVERY_STATE = ("STARTING", "UPDATING", "RECOVERING", "RUNNING", "STOPPING", "PENDING_MIGRATION")
 
@@ -50,7 +52,9 @@ def tuning_app(serve_instance):
 
 @pytest.fixture(scope="module")
 def face():
-    return build_preprocessor(ModelSpec(kind="haar"))(photo("astronaut"))
+    return build_preprocessor(ModelSpec(kind="callable", callable=MODEL["model_callable"], batched=True))(
+        photo("astronaut")
+    )
 
 
 async def burst(handle, item) -> None:

@@ -43,6 +43,11 @@ class ModelInput:
     # The session's threshold: the backend keeps detections scoring at least this
     # (frames in one batch may differ). None: the backend's default filter.
     min_score: Optional[float] = None
+    # Queue order in the detector replica, lowest first (`deployments.fair_batch`):
+    # the ingress sets the session's fair-queueing key in wall-clock seconds
+    # (`component.fair_order`). Equal values keep arrival order (0.0 for every
+    # frame: first in, first out).
+    priority: float = 0.0
 
     def to_frame_box(
         self, x1: float, y1: float, x2: float, y2: float
@@ -140,10 +145,15 @@ class Backend(Protocol):
     """A loaded model inside a detector replica.
 
     `infer` receives the whole batch the replica formed across sessions and must
-    return exactly one `Detections` per input, in order.
+    return exactly one `Detections` per input, in order. `batched`: whether it runs
+    a batch as one forward pass; a backend that runs frames one by one says False,
+    and the replica then hands it one frame at a time (a batch would only hold every
+    frame's answer until the last one's is done, and let the queue's fair order act
+    once per batch instead of once per frame).
     """
 
     name: str
+    batched: bool
 
     def infer(self, batch: Sequence[ModelInput]) -> list[Detections]: ...
 

@@ -53,6 +53,8 @@ class SsdPreprocessor(ScaledPreprocessor):
 class CaffeSsdBackend:
     """A loaded SSD; `decode` reads DetectionOutput rows (image, label, conf, x1, y1, x2, y2)."""
 
+    batched = False  # one blob per frame (the prototxt's input is batch 1)
+
     def __init__(self, spec: ModelSpec, *, conf_threshold: float = CONF_THRESHOLD) -> None:
         if not spec.config:
             raise ModelLoadError("a Caffe model needs `config` (the .prototxt) and `path` (the .caffemodel)")

@@ -57,6 +57,8 @@ class HaarBackend:
     """Face detector; `score` is `haar_score` of the cascade's level weight, and a
     session's threshold filters it (`min_score`)."""
 
+    batched = False  # `detectMultiScale` takes one image
+
     def __init__(self, cascade_path: str | None = None, label: str = "face") -> None:
         path = cascade_path or str(Path(cv2.data.haarcascades) / DEFAULT_CASCADE)
         if not Path(path).is_file():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import httpx
@@ -138,6 +139,24 @@ def delete_declarative() -> None:
 
 # --- a model whose latency is known, for autoscaling ----------------------------------
 SLOW_MODEL_S = 0.2
+
+
+def faces_batch(frames: list[np.ndarray]) -> list[list[tuple]]:
+    """Batched user callable: OpenCV's frontal-face cascade on each BGR frame of the
+    batch. The Haar backend runs frames one by one (the replica sends it one frame
+    per pass); this gives tests a real face model whose batches grow with the
+    replica's `max_batch_size`."""
+    import cv2
+
+    from deployments.models.haar import DEFAULT_CASCADE
+
+    cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / DEFAULT_CASCADE))
+    out = []
+    for frame in frames:
+        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        boxes = cascade.detectMultiScale(grey, scaleFactor=1.15, minNeighbors=4, minSize=(24, 24))
+        out.append([(x, y, x + w, y + h, "face", 0.9) for x, y, w, h in np.asarray(boxes).reshape(-1, 4)])
+    return out
 
 
 def slow_batch(frames: list[np.ndarray]) -> list[list[tuple]]:
