@@ -13,6 +13,7 @@ END = "<!-- bench:end -->"
 # The app's detector call rate cap per session (1 / stream_every), when not recorded.
 DEFAULT_CAP = 20.0
 KEEP_UP = 0.9  # a session "keeps up" at >= 90% of the cap
+FULL_RATE_FPS = 29.0  # delivered fps that counts as "the camera's 30" when judging cores per session
 
 
 def _runs(results: dict, side: str) -> dict[str, dict]:
@@ -186,9 +187,19 @@ def summarize(results: dict) -> dict:
             m["latency_p95_ratio"] = None
         m["overload"] = _overload(served.get(model, {}).get("overload"))
         per = [s["media_cores_per_30fps_session"] for s in s_steps if s.get("media_cores_per_30fps_session")]
-        # Judged at the step whose sessions got closest to 30 fps: scaling a starved
-        # step's cores up to 30 fps would mostly measure the starvation.
-        best = max(s_steps, key=lambda s: (s["delivered_fps"]["mean"] or 0, s["sessions"])) if s_steps else None
+        # Judged at the most sessions that still got the full rate back (mean >= 29
+        # fps): what one session costs on a machine holding sessions at camera rate.
+        # Not at a starved step (scaling its cores up to 30 fps would mostly measure
+        # the starvation), and not at the step with the highest fps, the rule until
+        # 2026-12-01: steps at 30.16-30.28 fps differ by jitter, so that picked 3 or 6
+        # sessions by chance, and one session's share of the replica's fixed cost
+        # (Ray's and Serve's own threads) with them (Haar 0.211 at 3, 0.149 at 6 in
+        # one run). Without such a step: the step closest to 30 fps, if >= 25.
+        full = [s for s in s_steps if (s["delivered_fps"]["mean"] or 0) >= FULL_RATE_FPS]
+        if full:
+            best = max(full, key=lambda s: s["sessions"])
+        else:
+            best = max(s_steps, key=lambda s: (s["delivered_fps"]["mean"] or 0, s["sessions"])) if s_steps else None
         near_30 = best is not None and (best["delivered_fps"]["mean"] or 0) >= 25
         m["ingress_cores_per_30fps_session_1"] = best["media_cores_per_30fps_session"] if near_30 else None
         m["ingress_cores_at"] = (

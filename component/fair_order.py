@@ -22,8 +22,10 @@ fewer answers (bad luck in line, a slow replica) is behind it and goes first; on
 got more is ahead and waits. The credit a session can hold is capped by the grace, so
 a session that was idle (or is new) gets no burst, and a frame waits at most until the
 real clock passes its key by the grace: nothing starves. In the simulation above:
-0.92-0.94. A session that asks rarely (a long `stream_every`) goes first when it asks
-and never holds the others back.
+0.92-0.94; measured (16 Haar sessions under overload, two detector replicas, 30 s,
+this 2-core machine): 0.66-0.85 first in, first out, 0.82-0.89 in this order. A
+session that asks rarely (a long `stream_every`) goes first when it asks and never
+holds the others back.
 
 One event loop owns it (the server's): no lock.
 """

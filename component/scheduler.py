@@ -102,7 +102,7 @@ class FrameScheduler:
         """`on_result`, when given, takes every result instead of the detections and
         images slots (`render="browser"`: nothing is drawn here), with the monotonic
         time its camera frame arrived. `fair_order`: the server's, so the fn can ask
-        for this session's queue key (`current_stream().queue_key()`)."""
+        for this session's queue key (`current_stream().queue_key`)."""
         self.session_id = session_id
         self._frame_input: Optional[FrameInput] = None
         if isinstance(fn, ScaledInputFn):

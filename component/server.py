@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 from aiortc import RTCPeerConnection
 
 from component.client_address import ClientAddress
+from component.fair_order import FairOrder
 from component.ice import IceConfig, check_process_ice, strip_mdns_candidates
 from component.media_load import LoopLagProbe, MediaLoad
 from component.memory import release_free_memory
@@ -27,7 +28,6 @@ from component.ratelimit import RateLimiter
 from component.protocol import ErrorCode, OfferAnswer, OfferError, parse_offer
 from component.scheduler import StreamFn
 from component.session import Render, Session
-from component.fair_order import FairOrder
 from component.upload_rate import UPDATE_PERIOD_S, FairShare
 
 log = logging.getLogger("rayrtc.server")

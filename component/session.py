@@ -21,6 +21,7 @@ from av import VideoFrame
 
 from component.detections import Detections
 from component.encoding import install_encoder, prefer_codec
+from component.fair_order import FairOrder
 from component.media_load import MediaLoad
 from component.metrics import StreamMetrics
 from component.overlay_channel import IMAGES_IN_BROWSER_RENDER, ImagesNotDrawable, OverlayChannel
@@ -29,7 +30,6 @@ from component.receive import ReceiveStats, bound_track
 from component.scheduler import FrameScheduler, StreamFn
 from component.source import Exhausted, FrameSource, SourceTrack
 from component.tracks import CameraFrame, Latest, OutgoingTrack, pump_latest
-from component.fair_order import FairOrder
 from component.upload_rate import UPDATE_PERIOD_S, FairShare, UploadRate, upload_message
 
 log = logging.getLogger("rayrtc.session")
