@@ -46,11 +46,18 @@ async def wait_until(condition, timeout: float = 2.0) -> None:
     await asyncio.wait_for(poll(), timeout)
 
 
-async def test_frames_queued_while_a_batch_runs_leave_least_served_first():
+async def busy_queue(max_batch_size: int, first: int = 0):
+    """A queue whose model holds its first batch (`first` alone) until released:
+    what is submitted next waits in line. -> (model, queue, the first caller)."""
     model = Model(hold=True)
-    queue = FairBatchQueue(model, max_batch_size=3, wait_s=0.0)
-    first = asyncio.ensure_future(queue.submit(0, priority=0.0))
+    queue = FairBatchQueue(model, max_batch_size=max_batch_size, wait_s=0.0)
+    running = asyncio.ensure_future(queue.submit(first))
     await asyncio.wait_for(model.started.wait(), 2)
+    return model, queue, running
+
+
+async def test_frames_queued_while_a_batch_runs_leave_least_served_first():
+    model, queue, first = await busy_queue(3, first=0)
     # Six sessions' frames arrive while the first batch runs; rates 5, 1, 3, 0.5, 4, 2.
     rates = {1: 5.0, 2: 1.0, 3: 3.0, 4: 0.5, 5: 4.0, 6: 2.0}
     waiting = [asyncio.ensure_future(queue.submit(item, priority=rate)) for item, rate in rates.items()]
@@ -63,10 +70,7 @@ async def test_frames_queued_while_a_batch_runs_leave_least_served_first():
 
 
 async def test_equal_priorities_keep_arrival_order():
-    model = Model(hold=True)
-    queue = FairBatchQueue(model, max_batch_size=2, wait_s=0.0)
-    first = asyncio.ensure_future(queue.submit(9))
-    await asyncio.wait_for(model.started.wait(), 2)
+    model, queue, first = await busy_queue(2, first=9)
     waiting = [asyncio.ensure_future(queue.submit(item, priority=1.0)) for item in range(1, 6)]
     await wait_until(lambda: len(queue) == 5)
     model.release.set()
@@ -116,10 +120,7 @@ async def test_a_failing_batch_fails_each_of_its_callers_and_the_queue_goes_on()
 
 
 async def test_a_caller_that_went_away_is_not_sent_to_the_model():
-    model = Model(hold=True)
-    queue = FairBatchQueue(model, max_batch_size=4, wait_s=0.0)
-    first = asyncio.ensure_future(queue.submit(1))
-    await asyncio.wait_for(model.started.wait(), 2)
+    model, queue, first = await busy_queue(4, first=1)
     gone = asyncio.ensure_future(queue.submit(2))
     kept = asyncio.ensure_future(queue.submit(3))
     await wait_until(lambda: len(queue) == 2)
@@ -130,10 +131,7 @@ async def test_a_caller_that_went_away_is_not_sent_to_the_model():
 
 
 async def test_nan_priority_does_not_break_the_order():
-    model = Model(hold=True)
-    queue = FairBatchQueue(model, max_batch_size=1, wait_s=0.0)
-    first = asyncio.ensure_future(queue.submit(0))
-    await asyncio.wait_for(model.started.wait(), 2)
+    model, queue, first = await busy_queue(1, first=0)
     waiting = [asyncio.ensure_future(queue.submit(i, priority=p)) for i, p in ((1, 2.0), (2, float("nan")), (3, 1.0))]
     await wait_until(lambda: len(queue) == 3)
     model.release.set()
@@ -142,10 +140,7 @@ async def test_nan_priority_does_not_break_the_order():
 
 
 async def test_close_cancels_queued_and_running_callers():
-    model = Model(hold=True)
-    queue = FairBatchQueue(model, max_batch_size=1, wait_s=0.0)
-    running = asyncio.ensure_future(queue.submit(1))
-    await asyncio.wait_for(model.started.wait(), 2)
+    model, queue, running = await busy_queue(1, first=1)
     queued = asyncio.ensure_future(queue.submit(2))
     await wait_until(lambda: len(queue) == 1)
     await queue.close()
