@@ -66,7 +66,7 @@ class Detector:
 
     def _frames_per_pass(self, batch: BatchConfig) -> int:
         """`max_batch_size`, or 1 for a backend that runs frames one by one."""
-        return batch.max_batch_size if getattr(self.backend, "batched", True) else 1
+        return batch.max_batch_size if self.backend.batched else 1
 
     async def detect(self, model_input: ModelInput) -> Detections | FrameFailure:
         """One frame, batched with whatever else is queued (its `priority` orders it).
@@ -107,9 +107,7 @@ class Detector:
         self._packs[len(inputs)] += 1
         self._in_flight += len(inputs)
         try:
-            answers = await asyncio.gather(
-                *(self._queue.submit(item, item.priority) for item in inputs), return_exceptions=True
-            )
+            answers = await asyncio.gather(*(self.detect(item) for item in inputs), return_exceptions=True)
         finally:
             self._in_flight -= len(inputs)
         results: list[Detections | FrameFailure] = []
