@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.clients import RENDERS, BenchClient, ReferenceClient, make_client  # noqa: E402
-from bench.loop import bench_image, encode_capped_loops, encoded_loop  # noqa: E402,F401  (the sweep imports bench_image from here)
+from bench.loop import CODECS, bench_image, encode_capped_loops, encoded_loop  # noqa: E402,F401  (the sweep imports bench_image from here)
 from bench.procs import CpuMeter, loadavg, serve_patterns  # noqa: E402
 from bench.stats import fairness, growth, p95_slices, percentiles, percentiles_ms, session_window, spread  # noqa: E402,F401
 from component.ice import IceConfig, claim_process_ice  # noqa: E402
@@ -64,6 +64,7 @@ class Target:
 
     kind = "target"
     render = "server"
+    codec = "VP8"  # the codec the target's answer is expected to pick (its loops are pre-encoded)
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
@@ -77,7 +78,7 @@ class Target:
 
     def client_spec(self) -> dict:
         """What a load-generator worker process needs to build this target's clients."""
-        return {"kind": self.kind, "url": self.url, "render": self.render}
+        return {"kind": self.kind, "url": self.url, "render": self.render, "codec": self.codec}
 
     def cpu_meter(self, extra_loadgen: list[int] = ()) -> CpuMeter:
         raise NotImplementedError
@@ -112,10 +113,14 @@ class ServedTarget(Target):
         detector_stats: Optional[Callable[[], Optional[dict]]] = None,
         render: str = "server",
         admin_token: Optional[str] = None,
+        codec: str = "VP8",
     ) -> None:
         super().__init__(url)
         if render not in RENDERS:
             raise ValueError(f"render must be one of {RENDERS}, not {render!r}")
+        if codec not in CODECS:
+            raise ValueError(f"codec must be one of {CODECS}, not {codec!r}")
+        self.codec = codec
         self.app_name = app_name
         self.render = render
         self.admin_token = admin_token
@@ -211,10 +216,13 @@ async def bring_up(clients: list[BenchClient], timeout: float) -> list[str]:
 def encode_loops(spec: dict, fps: float) -> None:
     """Every loop this process's clients may send, encoded before the clock starts:
     also the capped ones the server's `upload_cap` selects (either render; the
-    reference never sends one)."""
-    encoded_loop("VP8", fps=int(round(fps)))
+    reference never sends one), in the codec the target's answer is expected to pick.
+    (A loop first needed after the answer is encoded then, on the clients' event loop:
+    seconds in which no session sends, which an early run read as a server stall.)"""
+    codec = spec.get("codec", "VP8")
+    encoded_loop(codec, fps=int(round(fps)))
     if spec.get("kind") != "reference":
-        encode_capped_loops("VP8", int(round(fps)))
+        encode_capped_loops(codec, int(round(fps)))
 
 
 def _worker_main(conn, spec: dict, sessions: int, fps: float, connect_timeout: float) -> None:
@@ -513,6 +521,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--reference", action="store_true", help="the target is bench/reference_app.py")
     ap.add_argument("--render", choices=RENDERS, default="server",
                     help="the app's render mode: server (video back) or browser (detections on the data channel)")
+    ap.add_argument("--codec", choices=CODECS, default="VP8",
+                    help="the codec the app's answer picks (AppArgs.video_codec): its loops are encoded before the clock starts")
     ap.add_argument("--json", type=Path, help="write the steps here as JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -523,7 +533,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         found = discover(args.url)
         target: Target = ReferenceTarget(args.url, found["pid"], found["component_id"], found["tick_fn_index"])
     else:
-        target = ServedTarget(args.url, args.app_name, render=args.render, admin_token=args.admin_token)
+        target = ServedTarget(args.url, args.app_name, render=args.render, admin_token=args.admin_token,
+                              codec=args.codec)
 
     async def go() -> list[dict]:
         steps = []

@@ -71,6 +71,12 @@ def app_args(model: str, model_path: Optional[str], max_batch_size: int, replica
     return AppArgs(**kw)
 
 
+def loop_codec(args) -> str:
+    """The codec the app's answer picks (as the SDP names it), for the load generator's
+    pre-encoded loops; VP8 for an app without the choice."""
+    return str(getattr(args, "video_codec", "vp8")).upper()
+
+
 def deploy(base_url: str, name: str, route_prefix: str, args) -> str:
     """serve.run the app; returns its URL."""
     from ray import serve

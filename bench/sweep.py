@@ -271,7 +271,8 @@ def run_served(models: list[str], opts: argparse.Namespace) -> dict:
                 args = served.app_args(spec[0], spec[1], defaults.max_batch_size, None)
                 url = served.deploy(base, app_name, "/bench", args)
                 say(f"served up: {model} at {url}")
-                target = ServedTarget(url, app_name, served.detector_stats_fn(app_name), admin_token=served.ADMIN_TOKEN)
+                target = ServedTarget(url, app_name, served.detector_stats_fn(app_name), admin_token=served.ADMIN_TOKEN,
+                                      codec=served.loop_codec(args))
                 # A short throwaway step: first calls, handles, autoscaler.
                 asyncio.run(run_step(target, StepOptions(1, seconds=1.0, warmup=1.0)))
                 extra = {"max_batch_size": args.max_batch_size}
@@ -296,7 +297,8 @@ def run_served(models: list[str], opts: argparse.Namespace) -> dict:
                 args, _ = browser_args(spec, defaults.max_batch_size, None)
                 url = served.deploy(base, app_name, "/bench", args)
                 say(f"served up (browser render): {model} at {url}")
-                target = ServedTarget(url, app_name, served.detector_stats_fn(app_name), render="browser", admin_token=served.ADMIN_TOKEN)
+                target = ServedTarget(url, app_name, served.detector_stats_fn(app_name), render="browser",
+                                      admin_token=served.ADMIN_TOKEN, codec=served.loop_codec(args))
                 asyncio.run(run_step(target, StepOptions(1, seconds=1.0, warmup=1.0)))
                 asyncio.run(session_sweep(target, model, opts, {"max_batch_size": args.max_batch_size}, brun,
                                           opts.browser_session_counts, lambda st: held_browser(st, opts)))
@@ -328,7 +330,8 @@ def run_served(models: list[str], opts: argparse.Namespace) -> dict:
                 else:
                     args = served.app_args(spec[0], spec[1], size, 1)
                 url = served.deploy(base, app_name, "/bench", args)
-                target = ServedTarget(url, app_name, served.detector_stats_fn(app_name), render=render, admin_token=served.ADMIN_TOKEN)
+                target = ServedTarget(url, app_name, served.detector_stats_fn(app_name), render=render,
+                                      admin_token=served.ADMIN_TOKEN, codec=served.loop_codec(args))
                 asyncio.run(run_step(target, StepOptions(1, seconds=1.0, warmup=1.0)))
                 step = asyncio.run(run_step(target, StepOptions(
                     opts.batch_sessions, seconds=opts.seconds, warmup=opts.warmup, procs=opts.loadgen_procs,

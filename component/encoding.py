@@ -78,6 +78,7 @@ class VideoEncoding:
     codec: Codec = "vp8"
     fast: bool = True
     threads: Optional[int] = None
+    max_bitrate: Optional[int] = None
 
     def options_for(self, mime_type: str) -> dict[str, str]:
         return dict(FAST_OPTIONS.get(mime_type.lower(), {})) if self.fast else {}
@@ -164,9 +165,10 @@ class _Tuned:
             return data.payloads, data.timestamp
         return super().pack(data)  # type: ignore[misc]
 
-    def __init__(self, options: dict[str, str], threads: Optional[int]) -> None:
+    def __init__(self, options: dict[str, str], threads: Optional[int], max_bitrate: Optional[int] = None) -> None:
         self._tuned_options = options
         self._tuned_threads = threads
+        self._max_bitrate = max_bitrate
         self.frame_rate = FrameRate()
         super().__init__()  # sets `self.codec = None` through the property below
 
@@ -178,6 +180,8 @@ class _Tuned:
     @property
     def target_bitrate(self) -> int:
         asked = super().target_bitrate  # type: ignore[misc]
+        if self._max_bitrate is not None:
+            asked = min(asked, max(self.MIN_BITRATE, self._max_bitrate))
         scaled = int(asked * min(1.0, self.frame_rate.fps / FULL_RATE_FPS))
         return min(asked, max(self.MIN_BITRATE, scaled))
 
@@ -221,9 +225,9 @@ def make_encoder(mime_type: str, encoding: VideoEncoding) -> Optional[Any]:
     """A tuned aiortc encoder for `mime_type`, or None for codecs we leave alone."""
     options, mime = encoding.options_for(mime_type), mime_type.lower()
     if mime == "video/vp8":
-        return TunedVp8Encoder(options, encoding.threads)
+        return TunedVp8Encoder(options, encoding.threads, encoding.max_bitrate)
     if mime == "video/h264":
-        return TunedH264Encoder(options, encoding.threads)
+        return TunedH264Encoder(options, encoding.threads, encoding.max_bitrate)
     return None
 
 

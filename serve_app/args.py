@@ -107,6 +107,11 @@ class AppArgs(BaseModel):
         VideoEncoding.fast,
         description="measured fast encoder options (H.264 ultrafast; VP8 cpu-used -10, no denoiser); false: aiortc's own",
     )
+    video_max_bitrate: Optional[int] = Field(
+        VideoEncoding.max_bitrate, ge=100_000, le=10_000_000,
+        description="ceiling on the returned video's bitrate (bits/s) under the receiver's estimate; "
+        "null: aiortc's own (1.5 Mbps VP8, 3 Mbps H.264)",
+    )
 
     # --- ICE ------------------------------------------------------------------------
     ice_servers: list[IceServer] = Field(
@@ -318,7 +323,7 @@ class AppArgs(BaseModel):
         )
 
     def video_encoding(self) -> VideoEncoding:
-        return VideoEncoding(codec=self.video_codec, fast=self.video_encoder_fast)
+        return VideoEncoding(codec=self.video_codec, fast=self.video_encoder_fast, max_bitrate=self.video_max_bitrate)
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(

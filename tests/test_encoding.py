@@ -91,6 +91,30 @@ def test_the_bitrate_follows_the_frame_rate(mime, remb):
     assert encoder.codec.bit_rate == remb // 2
 
 
+@pytest.mark.parametrize("mime,remb", [("video/VP8", 1_500_000), ("video/H264", 3_000_000)])
+def test_max_bitrate_caps_the_receivers_estimate(mime, remb):
+    """`max_bitrate` bounds what the codec runs at, whatever REMB allows; an estimate
+    below it is still followed, and the frame-rate scaling applies under the cap."""
+    cap, worse = 1_200_000, 700_000  # both above either codec's floor
+    encoder = make_encoder(mime, VideoEncoding(max_bitrate=cap))
+    encoder.target_bitrate = remb
+    for frame in _frames_at(30, 0.0, 5):
+        encoder.encode(frame)
+    assert encoder.codec.bit_rate == cap
+    encoder.target_bitrate = worse  # a worse link: below the cap, followed
+    encoder.encode(_frames_at(30, 5 / 30, 1)[0])
+    assert encoder.codec.bit_rate == worse
+    encoder.target_bitrate = remb
+    for frame in _frames_at(10, 2.0, 20):
+        encoder.encode(frame)
+    scaled = max(encoder.MIN_BITRATE, cap * encoder.frame_rate.fps / FULL_RATE_FPS)
+    assert encoder.codec.bit_rate == pytest.approx(scaled, rel=0.01)
+    uncapped = make_encoder(mime, VideoEncoding())
+    uncapped.target_bitrate = remb
+    uncapped.encode(_frames_at(30, 0.0, 1)[0])
+    assert uncapped.codec.bit_rate == remb
+
+
 def test_the_frame_rate_ignores_jitter_and_follows_real_changes():
     rate = FrameRate()
     stamps = [i / 30 + (0.004 if i % 2 else -0.004) for i in range(60)]  # 30 fps, +-4 ms
