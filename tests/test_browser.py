@@ -31,7 +31,7 @@ from tests.support.browser import (
 )
 from tests.support.images import photo
 from tests.support.netns import Netns
-from tests.support.page import new_page, page_wait, set_slider, start, status, wait_state
+from tests.support.page import fps_reaching, new_page, page_wait, set_slider, start, status, wait_state
 from tests.support.paths import ROOT, load_example
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.waits import wait_for
@@ -167,7 +167,7 @@ async def test_page_streams_annotated_video_and_the_slider_changes_it(context, b
         # The remote video plays at the camera's size and >= 15 fps (decoded, getStats).
         await page_wait(page, "document.querySelector('#webrtc .rtc-remote').videoWidth > 0", 10, "remote video")
         await page_wait(page, "(async () => ((await window.__rtcTest.inbound(window.__rtcTest.root('webrtc').rtc.pc)) || {}).framesDecoded > 10)()", 10, "frames decoded")
-        measured = await page.evaluate("window.__rtcTest.fps('webrtc', 3000)")
+        measured = await fps_reaching(page, "webrtc", MIN_FPS, 3000)
         METRICS["serve_fps"] = round(measured["fps"], 1)
         METRICS["serve_resolution"] = f"{measured['width']}x{measured['height']}"
         assert measured["fps"] >= MIN_FPS, measured
@@ -417,7 +417,7 @@ async def test_plain_gradio_example_in_the_browser(context, netns, camera, veth_
             page, f"(() => {{ const g = window.__rtcTest.green('webrtc', {list(face)}, 6); return g && g.edge > 0.8; }})()",
             15, "the local model's face box",
         )
-        measured = await page.evaluate("window.__rtcTest.fps('webrtc', 2000)")
+        measured = await fps_reaching(page, "webrtc", 5, 2000)
         METRICS["plain_gradio_fps"] = round(measured["fps"], 1)
         # Here the test process itself is the server (decode, model, encode, all in one
         # Python process) and competes with Chromium for a small machine's cores: only
@@ -608,7 +608,7 @@ async def test_send_and_receive_modes_in_the_browser(context, netns, veth_ice):
             page, "(async () => ((await window.__rtcTest.inbound(window.__rtcTest.root('cam-recv').rtc.pc)) || {}).framesDecoded > 10)()",
             10, "frames decoded",
         )
-        measured = await page.evaluate("window.__rtcTest.fps('cam-recv', 2000)")
+        measured = await fps_reaching(page, "cam-recv", 5, 2000)
         METRICS["receive_mode_fps"] = round(measured["fps"], 1)
         assert measured["fps"] >= 5 and (measured["width"], measured["height"]) == (320, 240), measured
         shown = await page.evaluate("window.__rtcTest.green('cam-recv', [0, 0, 319, 239], 0)")

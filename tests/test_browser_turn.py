@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.browser import TcpForwarder, browser_context, camera_image, netns_unavailable_reason, write_y4m
 from tests.support.images import photo
-from tests.support.page import new_page, page_wait, start, wait_state
+from tests.support.page import fps_reaching, new_page, page_wait, start, wait_state
 from tests.support.ports import LOOPBACK, free_port, free_udp_tcp_port
 from tests.support.turn import Coturn, coturn_unavailable_reason
 
@@ -125,7 +125,7 @@ async def test_chromium_streams_through_coturn_with_relay_on_both_ends(context, 
             page, f"(() => {{ const g = window.__rtcTest.green('webrtc', {list(face)}, 6); return g && g.edge > 0.8; }})()",
             15, "the face box through the relay",
         )
-        measured = await page.evaluate("window.__rtcTest.fps('webrtc', 2000)")
+        measured = await fps_reaching(page, "webrtc", 5, 2000)
         print(f"chromium through coturn: {measured}")
         assert measured["fps"] >= 5, measured
         # The time limit ends it.
