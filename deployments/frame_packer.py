@@ -21,6 +21,13 @@ and 74-78 detections/s; this rule with `wait_s` 12 ms made packs and batches of 
 and 109-116 detections/s, and the forward passes' share of the replica's CPU rose from
 72-73 % to 84-87 % (fewer calls, each with its fixed cost).
 
+Only for models that run a batch in one pass (`ModelSpec.one_pass_per_batch`; the app
+gives frame-by-frame models `max_frames=1`): a pack's answers come back together, so on
+a frame-by-frame model every frame in it would wait for the last. The sessions that
+shared a pack would then resubmit together and keep sharing their fate. With 16 Haar
+sessions on two replicas under overload, slowest/fastest detections ranged 0.57-0.91
+with packs and 0.89-0.94 without.
+
 The packer only groups and forwards: the detector still batches frames across packs
 (`Detector.detect_pack` feeds each frame into its batch queue, `deployments.fair_batch`), and each
 frame keeps its own answer, error and timeout. It runs on one event loop and needs no

@@ -184,7 +184,8 @@ class AppArgs(BaseModel):
         0.012, ge=0, le=0.1,
         description="while a detector call is in flight, the ingress holds sessions' frames up to "
         "this long (at most max_batch_size) and sends them as one call; with none in flight a "
-        "frame leaves at once. 0: one call per frame (deployments/frame_packer.py)",
+        "frame leaves at once. 0: one call per frame (deployments/frame_packer.py). Frame-by-frame "
+        "models (haar, caffe, an unbatched callable) always get one call per frame",
     )
     # The detector's `user_config`: a deploy changing only that retunes live replicas.
     max_batch_size: MaxBatchSize = DEFAULT_BATCH.max_batch_size
@@ -306,7 +307,8 @@ class AppArgs(BaseModel):
             model=self.model_spec(),
             detector_timeout_s=self.detector_timeout_s,
             pack_wait_s=self.detector_pack_wait_s,
-            pack_max_frames=self.max_batch_size,
+            # Frame-by-frame models get one frame per call (ModelSpec.one_pass_per_batch).
+            pack_max_frames=self.max_batch_size if self.model_spec().one_pass_per_batch else 1,
             auth_token=self.auth_token,
             admin_token=self.admin_token,
         )

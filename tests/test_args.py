@@ -147,3 +147,17 @@ def test_deployments_import_nothing_from_serve_app():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "model,extra,packs",
+    [("haar", {}, False), ("caffe", {}, False), ("onnx", {}, True),
+     ("callable", {"model_callable": "pkg.mod:fn", "model_batched": "true"}, True),
+     ("callable", {"model_callable": "pkg.mod:fn"}, False)],
+)  # fmt: skip
+def test_only_models_that_batch_in_one_pass_get_packed_calls(model, extra, packs):
+    """A pack's answers come back together: on a frame-by-frame model each frame would
+    wait for the pack's last (deployments/models/spec.py, one_pass_per_batch)."""
+    args = AppArgs.model_validate({"model": model, "max_batch_size": "6", **extra})
+    assert args.model_spec().one_pass_per_batch is packs
+    assert args.ingress_settings().pack_max_frames == (6 if packs else 1)
