@@ -73,8 +73,8 @@ def app_args(model: str, model_path: Optional[str], max_batch_size: int, replica
 
 def loop_codec(args) -> str:
     """The codec the app's answer picks (as the SDP names it), for the load generator's
-    pre-encoded loops; VP8 for an app without the choice."""
-    return str(getattr(args, "video_codec", "vp8")).upper()
+    pre-encoded loops."""
+    return args.video_codec.upper()
 
 
 def deploy(base_url: str, name: str, route_prefix: str, args) -> str:

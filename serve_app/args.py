@@ -298,17 +298,18 @@ class AppArgs(BaseModel):
 
     def ingress_settings(self) -> IngressSettings:
         """Everything the ingress deployment needs, built once here and handed to it."""
+        model = self.model_spec()
         return IngressSettings(
             title=self.title,
             default_threshold=self.default_threshold,
             render=self.render,
             policy=self.stream_policy(),
             ice=self.ice(),
-            model=self.model_spec(),
+            model=model,
             detector_timeout_s=self.detector_timeout_s,
             pack_wait_s=self.detector_pack_wait_s,
             # Frame-by-frame models get one frame per call (ModelSpec.one_pass_per_batch).
-            pack_max_frames=self.max_batch_size if self.model_spec().one_pass_per_batch else 1,
+            pack_max_frames=self.max_batch_size if model.one_pass_per_batch else 1,
             auth_token=self.auth_token,
             admin_token=self.admin_token,
         )
