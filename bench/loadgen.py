@@ -522,7 +522,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--render", choices=RENDERS, default="server",
                     help="the app's render mode: server (video back) or browser (detections on the data channel)")
     ap.add_argument("--codec", choices=CODECS, default="VP8",
-                    help="the codec the app's answer picks (AppArgs.video_codec): its loops are encoded before the clock starts")
+                    help="the codec the app's answer asks the camera for (AppArgs.camera_codec): its loops are encoded before the clock starts")
     ap.add_argument("--json", type=Path, help="write the steps here as JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

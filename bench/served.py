@@ -72,9 +72,9 @@ def app_args(model: str, model_path: Optional[str], max_batch_size: int, replica
 
 
 def loop_codec(args) -> str:
-    """The codec the app's answer picks (as the SDP names it), for the load generator's
-    pre-encoded loops."""
-    return args.video_codec.upper()
+    """The codec the app's answer asks the camera for (as the SDP names it), for the load
+    generator's pre-encoded loops."""
+    return args.camera_codec.upper()
 
 
 def deploy(base_url: str, name: str, route_prefix: str, args) -> str:

@@ -9,14 +9,22 @@ Mbps (`python -m bench.encoders`), per frame on one thread:
 - H.264 libx264 `ultrafast` + `zerolatency`: 1.4-2.1 ms encode, 0.3-0.6 ms decode
   (VP8: 0.7-1.5 ms), PSNR equal or better than VP8's. Chromium decodes it.
 
-So both are tuned. The default prefers VP8 (fast options) and `codec="h264"` prefers
-H.264 `ultrafast`, the cheapest measured; the other codec stays the fallback, since
-negotiation only picks what both ends support. Why VP8 by default: the preference
-holds for both directions of the browser's one video transceiver, so with H.264 the
-sender encodes H.264 too, which is fine for a browser but makes an aiortc client (the
-load generator, Python peers) pay libx264's default `medium` preset and fail on odd
-frame sizes (a 451 px wide test photo sent nothing); and with H.264 as the default the
-soak test (200 sessions) left the ingress 150 MiB bigger (not investigated yet).
+So both are tuned, and the two directions of the browser's one video transceiver are
+chosen apart: `VideoEncoding.codec` is what we send, `camera_codec` what we ask the
+peer to send. The answer lists `camera_codec` first, and the peer sends the answer's
+first codec; our sender then moves `codec` to the front of the negotiated list
+(`send_codec_first`): any codec in the answer may be sent, and the peer decodes all
+of them (RFC 3264, section 6.1; Chromium does).
+
+- We send H.264 `ultrafast` by default, capped at 1.2 Mbps (`FAST_MAX_BITRATE`), where
+  its picture matched fast VP8 at 1.5 Mbps: half VP8's encode time. In the server (4
+  FastestDet sessions, 3 interleaved pairs, 2026-12-01) the ingress took 0.76-0.90
+  core against VP8's 0.91-0.99.
+- The camera stays VP8 by default. An aiortc client (the load generator, Python peers)
+  asked for H.264 encodes at libx264's default `medium` preset and fails on odd frame
+  sizes (a 451 px wide test photo sent nothing). And our side saves nothing: aiortc's
+  H.264 decoder lets FFmpeg start its own threads, and the decode threads cost 0.033
+  core a session against VP8's 0.035.
 
 The outgoing track encodes in the same worker-thread hop that draws the frame
 (`OutgoingEncoder`), and hands the sender finished RTP payloads (`Encoded`), which the
@@ -26,7 +34,9 @@ What it relies on in aiortc (tests/test_encoding.py fails if an upgrade changes 
 - `RTCRtpSender.__encoder`, when already set, is used instead of `get_encoder(codec)`;
   data from the track that is no `av.Frame` goes to `encoder.pack(data)` unencoded;
 - a PLI/FIR sets `RTCRtpSender.__force_keyframe`, read and cleared by whoever encodes;
-- the sender encodes with `transceiver._codecs[0]`, set by `setRemoteDescription`;
+- the sender encodes with `transceiver._codecs[0]`, set by `setRemoteDescription`, read
+  when the connection starts sending (after `setLocalDescription`), and the local
+  description keeps its own list (so reassigning `_codecs` later does not change it);
 - `Vp8Encoder` / `H264Encoder` assign their PyAV context to `self.codec`, then set
   `codec.options` (a dict) and, for VP8, `codec.thread_count`, before the first encode;
 - they read `self.target_bitrate` (a property whose setter the sender calls with each
@@ -64,22 +74,35 @@ FAST_OPTIONS: dict[str, dict[str, str]] = {
     "video/vp8": {"cpu-used": "-10", "noise-sensitivity": "0"},
     "video/h264": {"preset": "ultrafast", "tune": "zerolatency"},
 }
+# Encoder threads with the fast options when `VideoEncoding.threads` is None: PyAV's
+# default (0) lets libx264 start slice threads per encoder, which cost CPU to hand work
+# between at 640x480; aiortc sets VP8's itself (one thread at this size).
+FAST_THREADS: dict[str, int] = {"video/h264": 1}
+# The bitrate ceiling with the fast options when `VideoEncoding.max_bitrate` is None:
+# aiortc lets H.264 climb to 3 Mbps (VP8: 1.5), twice the bits to encode, protect and
+# send. At 1.2 Mbps H.264 ultrafast matched fast VP8 at 1.5 Mbps (Y-PSNR 37.64 against
+# 37.57 dB on the webcam-like clip of `bench.encoders`, two seeds, 2026-12-01).
+FAST_MAX_BITRATE: dict[str, int] = {"video/h264": 1_200_000}
 
 
 @dataclass(frozen=True)
 class VideoEncoding:
     """How a session encodes the video it sends back.
 
-    `codec`: preferred codec (the other is the fallback). `fast`: the measured fast
+    `codec`: the codec we send the video back in, when the peer offered it (else the
+    other). `camera_codec`: the codec the answer asks the peer to send its camera in
+    (the peer's encoder cost and our decoder's; the other is the fallback). `fast`: the measured fast
     options above; False keeps aiortc's own. `threads`: encoder threads (None: aiortc's
     choice, one at 640x480); more threads cost more CPU per frame at this size.
     `max_bitrate`: a ceiling (bits/s) under the receiver's REMB estimate, for
-    deployments that budget bandwidth (None: aiortc's own ceiling). An encode costs
+    deployments that budget bandwidth (None: `FAST_MAX_BITRATE` for H.264 with the fast
+    options, else aiortc's own ceiling). An encode costs
     with its bits (VP8 640x480: 2.6 ms a frame at 1.5 Mbps, 2.1 at 1 Mbps), but in the
     server the saving at 1 Mbps was within run-to-run noise, so it is not a default.
     """
 
-    codec: Codec = "vp8"
+    codec: Codec = "h264"
+    camera_codec: Codec = "vp8"
     fast: bool = True
     threads: Optional[int] = None
     max_bitrate: Optional[int] = None
@@ -228,24 +251,42 @@ class TunedH264Encoder(_Tuned, H264Encoder):
 def make_encoder(mime_type: str, encoding: VideoEncoding) -> Optional[Any]:
     """A tuned aiortc encoder for `mime_type`, or None for codecs we leave alone."""
     options, mime = encoding.options_for(mime_type), mime_type.lower()
+    threads, ceiling = encoding.threads, encoding.max_bitrate
+    if encoding.fast:
+        threads = FAST_THREADS.get(mime) if threads is None else threads
+        ceiling = FAST_MAX_BITRATE.get(mime) if ceiling is None else ceiling
     if mime == "video/vp8":
-        return TunedVp8Encoder(options, encoding.threads, encoding.max_bitrate)
+        return TunedVp8Encoder(options, threads, ceiling)
     if mime == "video/h264":
-        return TunedH264Encoder(options, encoding.threads, encoding.max_bitrate)
+        return TunedH264Encoder(options, threads, ceiling)
     return None
 
 
+def _video_transceivers(pc: RTCPeerConnection) -> list[Any]:
+    return [t for t in pc.getTransceivers() if t.kind == "video" and t._codecs]
+
+
+def _first(codecs: list, mime: str) -> list:
+    """`codecs` (a new list) with `mime`'s entries first, their RTX entries kept."""
+    order = sorted(RTCRtpSender.getCapabilities("video").codecs, key=lambda c: c.mimeType.lower() != mime)
+    return filter_preferred_codecs(codecs, order)
+
+
 def prefer_codec(pc: RTCPeerConnection, encoding: VideoEncoding) -> None:
-    """Put the preferred codec first in every video transceiver's negotiated list
-    (call after `setRemoteDescription`, before `createAnswer`): the answer lists it
-    first, so both directions use it. Codecs the offer lacks stay absent."""
-    preferred = MIME[encoding.codec]
-    for transceiver in pc.getTransceivers():
-        if transceiver.kind != "video" or not transceiver._codecs:
-            continue
-        codecs = RTCRtpSender.getCapabilities("video").codecs
-        order = sorted(codecs, key=lambda c: c.mimeType.lower() != preferred)
-        transceiver._codecs = filter_preferred_codecs(transceiver._codecs, order)
+    """Put the camera codec first in every video transceiver's negotiated list (call
+    after `setRemoteDescription`, before `createAnswer`): the answer lists it first, so
+    the peer sends it. Codecs the offer lacks stay absent."""
+    for transceiver in _video_transceivers(pc):
+        transceiver._codecs = _first(transceiver._codecs, MIME[encoding.camera_codec])
+
+
+def send_codec_first(pc: RTCPeerConnection, encoding: VideoEncoding) -> None:
+    """Put the codec we send first (call right after `setLocalDescription`, before
+    anything awaits): the sender encodes with the list's first entry once the
+    connection is up. The answer already given keeps its own order; the peer decodes
+    any codec it lists. A new list, never the description's own object."""
+    for transceiver in _video_transceivers(pc):
+        transceiver._codecs = _first(list(transceiver._codecs), MIME[encoding.codec])
 
 
 class OutgoingEncoder:

@@ -20,7 +20,7 @@ from aiortc.sdp import SessionDescription
 from av import VideoFrame
 
 from component.detections import Detections
-from component.encoding import install_encoder, prefer_codec
+from component.encoding import install_encoder, prefer_codec, send_codec_first
 from component.fair_order import FairOrder
 from component.media_load import MediaLoad
 from component.metrics import StreamMetrics
@@ -145,6 +145,7 @@ class Session:
         if not any(t.kind == "video" for t in self.pc.getTransceivers()):
             raise ValueError("offer has no video transceiver")
         prefer_codec(self.pc, self.policy.encoding)
+        made: Optional[SourceTrack] = None
         if self.overlay is not None:
             # The page draws on its own camera picture: we only receive (no track added,
             # so the answer is recvonly and nothing is ever encoded).
@@ -161,9 +162,14 @@ class Session:
                 self._fn, self.policy.stream_every, self._frame_index, lambda: self._inputs,
                 self.images, self._executor, self.scheduler.record_error,
             )
-            self.pc.addTrack(SourceTrack(self.images, self._metrics.frames_out))
+            made = SourceTrack(self.images, self._metrics.frames_out)
+            self.pc.addTrack(made)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
+        send_codec_first(self.pc, self.policy.encoding)
         self.outgoing.use_encoder(install_encoder(self.pc, self.outgoing, self.policy.encoding))
+        if made is not None:
+            # aiortc's sender encodes the made frames itself, with our tuned encoder.
+            install_encoder(self.pc, made, self.policy.encoding)
         self._call_later(self.policy.connect_timeout, self._connect_timeout)
         return self.pc.localDescription.sdp
 

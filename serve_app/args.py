@@ -100,8 +100,13 @@ class AppArgs(BaseModel):
     # --- outgoing video ----------------------------------------------------------------
     video_codec: Literal["vp8", "h264"] = Field(
         VideoEncoding.codec,
-        description="codec preferred for the video both ways (the other is the fallback when the browser lacks it); "
-        "h264 encodes cheaper but makes aiortc-based clients encode H.264 too (see component/encoding.py)",
+        description="codec of the video sent back (the other when the browser did not offer it); "
+        "h264 (libx264 ultrafast) costs the server less per frame than vp8 (see component/encoding.py)",
+    )
+    camera_codec: Literal["vp8", "h264"] = Field(
+        VideoEncoding.camera_codec,
+        description="codec the answer asks the browser to send its camera in (the other is the fallback); "
+        "h264 decodes cheaper but makes aiortc-based clients encode at libx264's slow default preset",
     )
     video_encoder_fast: bool = Field(
         VideoEncoding.fast,
@@ -326,7 +331,7 @@ class AppArgs(BaseModel):
         )
 
     def video_encoding(self) -> VideoEncoding:
-        return VideoEncoding(codec=self.video_codec, fast=self.video_encoder_fast, max_bitrate=self.video_max_bitrate)
+        return VideoEncoding(codec=self.video_codec, camera_codec=self.camera_codec, fast=self.video_encoder_fast, max_bitrate=self.video_max_bitrate)
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(

@@ -94,8 +94,8 @@ def test_stream_policy_carries_every_session_setting():
     args = AppArgs.model_validate({
         "stream_every": "0.2", "time_limit": "45", "max_sessions": "7", "connect_timeout": "9",
         "idle_timeout": "4", "offer_rate_per_s": "3", "offer_burst": "5",
-        "trusted_proxies": "10.0.0.0/8", "video_codec": "h264", "video_encoder_fast": "false",
-        "video_max_bitrate": "900000",
+        "trusted_proxies": "10.0.0.0/8", "video_codec": "vp8", "camera_codec": "h264",
+        "video_encoder_fast": "false", "video_max_bitrate": "900000",
     })
     policy = args.stream_policy()
     assert (policy.stream_every, policy.time_limit, policy.concurrency_limit, policy.connect_timeout) == (
@@ -103,7 +103,7 @@ def test_stream_policy_carries_every_session_setting():
     )
     assert (policy.idle_timeout, policy.offer_rate, policy.offer_burst) == (4.0, 3.0, 5)
     assert policy.trusted_proxies == ("10.0.0.0/8",)
-    assert policy.encoding == VideoEncoding(codec="h264", fast=False, max_bitrate=900_000)
+    assert policy.encoding == VideoEncoding(codec="vp8", camera_codec="h264", fast=False, max_bitrate=900_000)
     settings = args.ingress_settings()
     assert settings.policy == policy and settings.ice == args.ice() and settings.model == args.model_spec()
     assert (settings.title, settings.default_threshold, settings.render) == (

@@ -12,7 +12,7 @@ import pytest
 
 from component import Detection, Detections, VideoEncoding
 from component.encoding import (
-    FULL_RATE_FPS, SENDER_ENCODER_ATTR, FrameRate, TunedH264Encoder, TunedVp8Encoder, make_encoder,
+    FAST_MAX_BITRATE, FULL_RATE_FPS, SENDER_ENCODER_ATTR, FrameRate, TunedH264Encoder, TunedVp8Encoder, make_encoder,
 )
 from tests.support.client import StreamClient
 from tests.support.images import green_mask, photo
@@ -52,6 +52,26 @@ def test_odd_sized_frames_still_encode_as_h264():
     assert payloads and (encoder.codec.width, encoder.codec.height) == (450, 300)
 
 
+def test_h264_defaults_one_thread_and_a_ceiling_matching_vp8s_picture():
+    """The fast H.264 encoder runs on one thread (libx264's slice threads cost more CPU
+    than they save at this size) under FAST_MAX_BITRATE, not aiortc's 3 Mbps; an explicit
+    `threads` or `max_bitrate` wins, and `fast=False` keeps aiortc's own."""
+    encoder = make_encoder("video/H264", VideoEncoding())
+    encoder.target_bitrate = 3_000_000  # a receiver's REMB asking for more
+    encoder.frame_rate.frame(0.0)
+    encoder.encode(_frame(), force_keyframe=True)
+    assert encoder.codec.thread_count == 1
+    assert encoder.codec.bit_rate == FAST_MAX_BITRATE["video/h264"] < 3_000_000
+    mine = make_encoder("video/H264", VideoEncoding(threads=2, max_bitrate=2_000_000))
+    mine.target_bitrate = 3_000_000
+    mine.encode(_frame(), force_keyframe=True)
+    assert (mine.codec.thread_count, mine.codec.bit_rate) == (2, 2_000_000)
+    plain = make_encoder("video/H264", VideoEncoding(fast=False))
+    plain.target_bitrate = 3_000_000
+    plain.encode(_frame(), force_keyframe=True)
+    assert plain.codec.bit_rate == 3_000_000
+
+
 def test_aiortc_options_kept_when_not_fast():
     encoder = make_encoder("video/VP8", VideoEncoding(codec="vp8", fast=False))
     encoder.encode(_frame())
@@ -72,8 +92,9 @@ def _frames_at(fps: float, start_s: float, count: int) -> list[av.VideoFrame]:
 def test_the_bitrate_follows_the_frame_rate(mime, remb):
     """The receiver's estimate is for the camera's rate: at a third of the frames each
     frame keeps its bits (the codec runs at a third of the estimate), and the full
-    estimate comes back with the full rate. REMB changes still land."""
-    encoder = make_encoder(mime, VideoEncoding())
+    estimate comes back with the full rate. REMB changes still land. (The ceiling is
+    aiortc's own here, so the estimate is what moves.)"""
+    encoder = make_encoder(mime, VideoEncoding(max_bitrate=remb))
     encoder.target_bitrate = remb
     for frame in _frames_at(30, 0.0, 10):
         encoder.encode(frame)
@@ -109,10 +130,10 @@ def test_max_bitrate_caps_the_receivers_estimate(mime, remb):
         encoder.encode(frame)
     scaled = max(encoder.MIN_BITRATE, cap * encoder.frame_rate.fps / FULL_RATE_FPS)
     assert encoder.codec.bit_rate == pytest.approx(scaled, rel=0.01)
-    uncapped = make_encoder(mime, VideoEncoding())
-    uncapped.target_bitrate = remb
-    uncapped.encode(_frames_at(30, 0.0, 1)[0])
-    assert uncapped.codec.bit_rate == remb
+    default = make_encoder(mime, VideoEncoding())  # aiortc's ceiling, or ours for H.264
+    default.target_bitrate = remb
+    default.encode(_frames_at(30, 0.0, 1)[0])
+    assert default.codec.bit_rate == min(remb, FAST_MAX_BITRATE.get(mime.lower(), remb))
 
 
 def test_the_frame_rate_ignores_jitter_and_follows_real_changes():
@@ -125,18 +146,34 @@ def test_the_frame_rate_ignores_jitter_and_follows_real_changes():
     assert rate.frame(1.0) == rate.fps  # a stamp from the past changes nothing
 
 
-@pytest.mark.parametrize("codec", ["h264", "vp8"])
-async def test_preferred_codec_is_negotiated_and_streams(serve_stream, codec):
+def _first_video_codec(sdp: str) -> str:
+    from aiortc import sdp as aiortc_sdp
+
+    [video] = [m for m in aiortc_sdp.SessionDescription.parse(sdp).media if m.kind == "video"]
+    return video.rtp.codecs[0].mimeType.lower()
+
+
+@pytest.mark.parametrize("codec,camera_codec", [("h264", "vp8"), ("vp8", "vp8"), ("h264", "h264")])
+async def test_each_direction_gets_its_codec_and_streams(serve_stream, codec, camera_codec):
+    """The answer asks the camera for `camera_codec`; our sender sends `codec` all the
+    same, and a real aiortc peer decodes it."""
     async def fn(frame: np.ndarray, threshold: float) -> Detections:
         return Detections((Detection((0.2, 0.2, 0.6, 0.6), "thing", 0.9),))
 
-    url, stream = await serve_stream(fn, stream_every=0.0, encoding=VideoEncoding(codec=codec))
-    client = StreamClient(url, photo("astronaut"), fps=15)
+    encoding = VideoEncoding(codec=codec, camera_codec=camera_codec)
+    url, stream = await serve_stream(fn, stream_every=0.0, encoding=encoding)
+    client = StreamClient(url, photo("astronaut")[:480, :640].copy(), fps=15)
     try:
-        await client.connect()
+        answer = await client.connect()
         await client.wait_connected()
         await client.wait_frames(20, timeout=15)
+        # What the peer was asked for, and sends (aiortc sends the answer's first codec).
+        assert _first_video_codec(answer["sdp"]) == f"video/{camera_codec}"
+        [sent] = [t for t in client.pc.getTransceivers() if t.kind == "video"]
+        assert sent._codecs[0].mimeType.lower() == f"video/{camera_codec}"
         session = stream.get(client.webrtc_id)
+        # The answer given stays as it was; our sender uses `codec`.
+        assert _first_video_codec(session.pc.localDescription.sdp) == f"video/{camera_codec}"
         [transceiver] = [t for t in session.pc.getTransceivers() if t.kind == "video"]
         assert transceiver._codecs[0].mimeType.lower() == f"video/{codec}"
         encoder = getattr(transceiver.sender, SENDER_ENCODER_ATTR)
