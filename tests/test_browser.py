@@ -239,24 +239,30 @@ async def test_page_streams_annotated_video_and_the_slider_changes_it(context, b
         await page.close()
 
 
-async def test_the_default_outgoing_codec_plays_in_chromium(context, browser_app):
-    """The app's default `video_codec` is what Chromium receives and decodes."""
-    expected = "video/" + {"h264": "H264", "vp8": "VP8"}[browser_app["args"].video_codec]
+async def test_the_default_codecs_play_in_chromium(context, browser_app):
+    """Chromium decodes the app's default `video_codec` and sends its camera in the
+    default `camera_codec` (the two directions of one transceiver, chosen apart)."""
+    names = {"h264": "video/H264", "vp8": "video/VP8"}
+    expected = {"in": names[browser_app["args"].video_codec], "out": names[browser_app["args"].camera_codec]}
     page = await new_page(context, browser_app["page"])
     try:
         await start(page)
         played = await page_wait(
             page,
             """(async () => { const pc = window.__rtcTest.root('webrtc').rtc.pc;
-                 const stats = await pc.getStats(); let inbound = null;
-                 stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'vid' + 'eo') inbound = s; });
+                 const stats = await pc.getStats(); let inbound = null, outbound = null;
+                 stats.forEach((s) => {
+                   if (s.type === 'inbound-rtp' && s.kind === 'vid' + 'eo') inbound = s;
+                   if (s.type === 'outbound-rtp' && s.kind === 'vid' + 'eo') outbound = s; });
                  if (!inbound || !(inbound.framesDecoded > 10) || !inbound.codecId) return null;
-                 return { codec: stats.get(inbound.codecId).mimeType, decoded: inbound.framesDecoded,
-                          width: inbound.frameWidth }; })()""",
+                 if (!outbound || !(outbound.framesEncoded > 10) || !outbound.codecId) return null;
+                 return { in: stats.get(inbound.codecId).mimeType, decoded: inbound.framesDecoded,
+                          width: inbound.frameWidth, out: stats.get(outbound.codecId).mimeType }; })()""",
             15, "decoded frames of the server's video",
         )
-        METRICS["outgoing_codec"] = played["codec"]
-        assert played["codec"] == expected and played["width"] == CAMERA_SIZE[0], played
+        METRICS["outgoing_codec"] = played["in"]
+        METRICS["camera_codec"] = played["out"]
+        assert {"in": played["in"], "out": played["out"]} == expected and played["width"] == CAMERA_SIZE[0], played
         await page.click("#webrtc .rtc-toggle")
         await wait_state(page, "webrtc", "idle", 5)
     finally:
