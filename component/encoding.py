@@ -18,8 +18,8 @@ of them (RFC 3264, section 6.1; Chromium does).
 
 - We send H.264 `ultrafast` by default, capped at 1.2 Mbps (`FAST_MAX_BITRATE`), where
   its picture matched fast VP8 at 1.5 Mbps: half VP8's encode time. In the server (4
-  FastestDet sessions, 3 interleaved pairs, 2026-12-01) the ingress took 0.79-0.89
-  core against VP8's 0.88-0.99.
+  sessions, 3 interleaved pairs each, 2026-12-01) the ingress took 0.56-0.64 core
+  against VP8's 0.77-0.83 with Haar, 0.79-0.89 against 0.88-0.99 with FastestDet.
 - The camera stays VP8 by default. An aiortc client (the load generator, Python peers)
   asked for H.264 encodes at libx264's default `medium` preset and fails on odd frame
   sizes (a 451 px wide test photo sent nothing). And our side saves nothing: aiortc's
