@@ -106,7 +106,8 @@ class AppArgs(BaseModel):
     camera_codec: Literal["vp8", "h264"] = Field(
         VideoEncoding.camera_codec,
         description="codec the answer asks the browser to send its camera in (the other is the fallback); "
-        "h264 decodes cheaper but makes aiortc-based clients encode at libx264's slow default preset",
+        "h264 makes aiortc-based clients encode at libx264's slow default preset and saved the server nothing measured "
+        "(see component/encoding.py)",
     )
     video_encoder_fast: bool = Field(
         VideoEncoding.fast,
@@ -331,7 +332,10 @@ class AppArgs(BaseModel):
         )
 
     def video_encoding(self) -> VideoEncoding:
-        return VideoEncoding(codec=self.video_codec, camera_codec=self.camera_codec, fast=self.video_encoder_fast, max_bitrate=self.video_max_bitrate)
+        return VideoEncoding(
+            codec=self.video_codec, camera_codec=self.camera_codec,
+            fast=self.video_encoder_fast, max_bitrate=self.video_max_bitrate,
+        )
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(
