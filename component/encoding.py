@@ -13,7 +13,7 @@ So both are tuned, and the two directions of the browser's one video transceiver
 chosen apart: `VideoEncoding.codec` is what we send, `camera_codec` what we ask the
 peer to send. The answer lists `camera_codec` first, and the peer sends the answer's
 first codec; our sender then moves `codec` to the front of the negotiated list
-(`send_codec_first`): any codec in the answer may be sent, and the peer decodes all
+(`codec_first`, called once per direction): any codec in the answer may be sent, and the peer decodes all
 of them (RFC 3264, section 6.1; Chromium does).
 
 - We send H.264 `ultrafast` by default, capped at 1.2 Mbps (`FAST_MAX_BITRATE`), where
@@ -267,31 +267,18 @@ def make_encoder(mime_type: str, encoding: VideoEncoding) -> Optional[Any]:
     return None
 
 
-def _video_transceivers(pc: RTCPeerConnection) -> list[Any]:
-    return [t for t in pc.getTransceivers() if t.kind == "video" and t._codecs]
-
-
-def _first(codecs: list, mime: str) -> list:
-    """`codecs` (a new list) with `mime`'s entries first, their RTX entries kept."""
+def codec_first(pc: RTCPeerConnection, codec: Codec) -> None:
+    """Put `codec` first in every video transceiver's negotiated list, as a new list
+    (the local description keeps its own), RTX entries kept; codecs the offer lacks
+    stay absent. Called twice per answer: with the camera codec after
+    `setRemoteDescription` (the answer lists it first, so the peer sends it), and with
+    the codec we send right after `setLocalDescription`, before anything awaits (the
+    sender encodes with the first entry once the connection is up)."""
+    mime = MIME[codec]
     order = sorted(RTCRtpSender.getCapabilities("video").codecs, key=lambda c: c.mimeType.lower() != mime)
-    return filter_preferred_codecs(codecs, order)
-
-
-def prefer_codec(pc: RTCPeerConnection, encoding: VideoEncoding) -> None:
-    """Put the camera codec first in every video transceiver's negotiated list (call
-    after `setRemoteDescription`, before `createAnswer`): the answer lists it first, so
-    the peer sends it. Codecs the offer lacks stay absent."""
-    for transceiver in _video_transceivers(pc):
-        transceiver._codecs = _first(transceiver._codecs, MIME[encoding.camera_codec])
-
-
-def send_codec_first(pc: RTCPeerConnection, encoding: VideoEncoding) -> None:
-    """Put the codec we send first (call right after `setLocalDescription`, before
-    anything awaits): the sender encodes with the list's first entry once the
-    connection is up. The answer already given keeps its own order; the peer decodes
-    any codec it lists. A new list, never the description's own object."""
-    for transceiver in _video_transceivers(pc):
-        transceiver._codecs = _first(list(transceiver._codecs), MIME[encoding.codec])
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "video" and transceiver._codecs:
+            transceiver._codecs = filter_preferred_codecs(list(transceiver._codecs), order)
 
 
 class OutgoingEncoder:

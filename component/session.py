@@ -15,12 +15,12 @@ import time
 from concurrent.futures import Executor
 from typing import Any, Awaitable, Callable, Literal, Optional, Sequence
 
-from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 from av import VideoFrame
 
 from component.detections import Detections
-from component.encoding import install_encoder, prefer_codec, send_codec_first
+from component.encoding import codec_first, install_encoder
 from component.fair_order import FairOrder
 from component.media_load import MediaLoad
 from component.metrics import StreamMetrics
@@ -144,8 +144,8 @@ class Session:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         if not any(t.kind == "video" for t in self.pc.getTransceivers()):
             raise ValueError("offer has no video transceiver")
-        prefer_codec(self.pc, self.policy.encoding)
-        made: Optional[SourceTrack] = None
+        codec_first(self.pc, self.policy.encoding.camera_codec)  # what the answer asks the peer to send
+        sent: Optional[MediaStreamTrack] = None
         if self.overlay is not None:
             # The page draws on its own camera picture: we only receive (no track added,
             # so the answer is recvonly and nothing is ever encoded).
@@ -154,6 +154,7 @@ class Session:
         elif self._receives_video():
             # addTrack reuses the browser's video transceiver and makes it send our track.
             self.pc.addTrack(self.outgoing)
+            sent = self.outgoing
             self.upload = UploadRate.returned_video()
         else:
             # mode="receive": no camera comes in; the fn makes the picture on a clock,
@@ -162,14 +163,15 @@ class Session:
                 self._fn, self.policy.stream_every, self._frame_index, lambda: self._inputs,
                 self.images, self._executor, self.scheduler.record_error,
             )
-            made = SourceTrack(self.images, self._metrics.frames_out)
-            self.pc.addTrack(made)
+            sent = SourceTrack(self.images, self._metrics.frames_out)
+            self.pc.addTrack(sent)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
-        send_codec_first(self.pc, self.policy.encoding)
-        self.outgoing.use_encoder(install_encoder(self.pc, self.outgoing, self.policy.encoding))
-        if made is not None:
-            # aiortc's sender encodes the made frames itself, with our tuned encoder.
-            install_encoder(self.pc, made, self.policy.encoding)
+        codec_first(self.pc, self.policy.encoding.codec)  # what our sender sends
+        if sent is not None:
+            encoder = install_encoder(self.pc, sent, self.policy.encoding)
+            if sent is self.outgoing:
+                # It encodes in its drawing hop; aiortc's sender encodes made frames itself.
+                self.outgoing.use_encoder(encoder)
         self._call_later(self.policy.connect_timeout, self._connect_timeout)
         return self.pc.localDescription.sdp
 

@@ -37,10 +37,7 @@ class ModelSpec(BaseModel):
     def one_pass_per_batch(self) -> bool:
         """Whether the backend runs a batch of frames in one forward pass (ONNX, a
         batched callable) rather than frame by frame (Haar, Caffe SSD, a per-frame
-        callable). The ingress packs several sessions' frames into one detector call
-        only for the former: a pack's answers come back together, so on a frame-by-frame
-        model every frame in it waits for the pack's last, and the sessions that shared
-        a pack resubmit together and keep sharing their fate (see
+        callable): only the former get packed detector calls (why: the docstring of
         `deployments.frame_packer`). An ONNX graph whose batched forward fails its
         load-time check also runs frame by frame; that is rare, and costs only latency."""
         return self.kind == "onnx" or (self.kind == "callable" and self.batched)
